@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ConfigError, generateApiKey, loadConfig, sha256Hex } from '../config/load.js';
+import { startServer } from '../server/main.js';
+import { VERSION } from '../version.js';
+
+const USAGE = `Usage:
+  s3up-server [--config server.yaml] [--host H] [--port N]   run the gateway
+  s3up-server keygen                                           print a new API key and its SHA-256
+  s3up-server --version | --help
+
+With no --config (and no S3UP_CONFIG), the gateway runs on embedded defaults:
+filesystem storage under ./data/uploads, SQLite at ./data/s3up.db, and one
+client "dev" whose generated key is printed at start and kept in ./data/dev-api-key.`;
+
+function fail(message: string, code = 1): never {
+  process.stderr.write(`s3up-server: ${message}\n`);
+  process.exit(code);
+}
+
+async function serve(argv: string[]): Promise<void> {
+  let values: { config?: string; host?: string; port?: string };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: { config: { type: 'string', short: 'c' }, host: { type: 'string' }, port: { type: 'string', short: 'p' } },
+      strict: true,
+    }));
+  } catch (err) {
+    fail(`${(err as Error).message}\n${USAGE}`, 2);
+  }
+  if (values.port !== undefined && !/^\d+$/.test(values.port)) fail(`--port must be a number, got "${values.port}"`, 2);
+  const config = loadConfig({ configPath: values.config, host: values.host, port: values.port === undefined ? undefined : Number(values.port) });
+  const server = await startServer(config);
+  if (config.devKey) {
+    const rel = path.relative(process.cwd(), config.devKey.file) || config.devKey.file;
+    process.stdout.write(
+      `\ns3up-server ${VERSION} on embedded defaults: ${server.url}\n` +
+        `  storage:  ${config.storage.backend === 'fs' ? config.storage.root : `s3://${config.raw.s3.bucket}`}\n` +
+        `  database: ${config.databaseUrl}\n` +
+        `  dev client "${config.devKey.client}" API key (${config.devKey.generated ? 'new' : 'kept'} in ${rel}):\n` +
+        `    ${config.devKey.key}\n` +
+        `  try: curl -H "Authorization: Bearer ${config.devKey.key}" -T README.md ${server.url}/objects/hello/README.md\n\n`,
+    );
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      process.stderr.write(`s3up-server: ${signal} again, exiting now\n`);
+      process.exit(1);
+    }
+    stopping = true;
+    server.ctx.logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: finishing in-flight requests');
+    server.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        server.ctx.logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(): Promise<void> {
+  const [cmd, ...rest] = process.argv.slice(2);
+  switch (cmd) {
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(`${USAGE}\n`);
+      return;
+    case '--version':
+    case '-v':
+      process.stdout.write(`${VERSION}\n`);
+      return;
+    case 'keygen': {
+      const key = generateApiKey();
+      process.stdout.write(`api_key: ${key}\napi_key_sha256: ${sha256Hex(key)}\n`);
+      return;
+    }
+    case 'serve':
+      return serve(rest);
+    default:
+      return serve(process.argv.slice(2));
+  }
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof ConfigError) fail(err.message, 2);
+  const e = err as NodeJS.ErrnoException;
+  if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') fail(`cannot listen: ${e.message}`);
+  if (e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || e.code === '28P01' || e.code === '3D000') {
+    fail(`cannot reach the database: ${e.code}${e.message ? ` (${e.message.replace(/\/\/[^@]*@/, '//***@')})` : ''}`);
+  }
+  fail(`cannot start: ${e.message ?? String(err)}`);
+});

@@ -1,0 +1,110 @@
+import { z } from 'zod';
+
+/** Client names become a path segment of every key: keep them boring. */
+export const CLIENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
+
+const port = z.coerce.number().int().min(0).max(65535);
+const bool = z.union([
+  z.boolean(),
+  z.enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off', '']).transform((v) => v === '1' || v === 'true' || v === 'yes' || v === 'on'),
+]);
+
+export const clientSchema = z
+  .object({
+    name: z.string().regex(CLIENT_NAME_RE, 'must be 1-63 letters, digits, "_" or "-", starting with a letter or digit'),
+    api_key: z.string().min(32, 'must be at least 32 characters (run `s3up-server keygen`)').optional(),
+    api_key_sha256: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (the SHA-256 of the key)')
+      .optional(),
+    max_file_size_mb: z.coerce
+      .number()
+      .positive()
+      .max(5 * 1024 * 1024),
+    retention_days: z.coerce.number().positive().optional(),
+  })
+  .strict()
+  .refine((c) => (c.api_key === undefined) !== (c.api_key_sha256 === undefined), {
+    message: 'exactly one of api_key or api_key_sha256 is required',
+  });
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: port.default(8080),
+        tls: z
+          .object({
+            enabled: bool.default(false),
+            cert_file: z.string().default(''),
+            key_file: z.string().default(''),
+          })
+          .strict()
+          .default({ enabled: false, cert_file: '', key_file: '' })
+          .refine((t) => !t.enabled || (t.cert_file !== '' && t.key_file !== ''), {
+            message: 'cert_file and key_file are required when TLS is enabled',
+          }),
+        shutdown_grace_seconds: z.coerce.number().min(0).max(3600).default(30),
+        trust_proxy: bool.default(false),
+        log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .default({
+        host: '127.0.0.1',
+        port: 8080,
+        tls: { enabled: false, cert_file: '', key_file: '' },
+        shutdown_grace_seconds: 30,
+        trust_proxy: false,
+        log_level: 'info',
+      }),
+    storage: z
+      .object({
+        backend: z.enum(['fs', 's3']).default('fs'),
+        fs: z
+          .object({ root: z.string().min(1).default('./data/uploads') })
+          .strict()
+          .default({ root: './data/uploads' }),
+      })
+      .strict()
+      .default({ backend: 'fs', fs: { root: './data/uploads' } }),
+    s3: z
+      .object({
+        endpoint: z.string().default(''),
+        region: z.string().min(1).default('us-east-1'),
+        bucket: z.string().default(''),
+        path_prefix: z.string().default(''),
+        access_key_id: z.string().default(''),
+        secret_access_key: z.string().default(''),
+        force_path_style: bool.default(false),
+        part_size_mb: z.coerce.number().int().min(5).max(5120).default(8),
+        queue_size: z.coerce.number().int().min(1).max(64).default(4),
+      })
+      .strict()
+      .default({
+        endpoint: '',
+        region: 'us-east-1',
+        bucket: '',
+        path_prefix: '',
+        access_key_id: '',
+        secret_access_key: '',
+        force_path_style: false,
+        part_size_mb: 8,
+        queue_size: 4,
+      }),
+    database: z
+      .object({ url: z.string().min(1).default('sqlite:./data/s3up.db') })
+      .strict()
+      .default({ url: 'sqlite:./data/s3up.db' }),
+    admin: z
+      .object({ token: z.string().default('') })
+      .strict()
+      .default({ token: '' })
+      .refine((a) => a.token === '' || a.token.length >= 16, { message: 'token must be at least 16 characters' }),
+    clients: z.array(clientSchema).default([]),
+  })
+  .strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type ClientConfig = z.output<typeof clientSchema>;

@@ -1,0 +1,182 @@
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
+import type {} from '@fastify/swagger';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { ResolvedClient, ResolvedConfig } from '../config/load.js';
+import type { Db } from '../db/index.js';
+import { AppError, type ErrorBody, ErrorCode, isAppError } from '../errors.js';
+import type { StorageBackend } from '../storage/types.js';
+import type { UploadPipeline } from '../uploads/pipeline.js';
+import type { RunStore } from '../uploads/runs.js';
+import { authenticate, secretEquals } from './auth.js';
+import { healthRoutes } from './routes/health.js';
+import { objectRoutes } from './routes/objects.js';
+import { uploadRoutes } from './routes/uploads.js';
+
+export type AuthMode = 'none' | 'client' | 'admin' | 'client-or-admin';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The authenticated client (set for routes with auth 'client'). */
+    client: ResolvedClient | undefined;
+    /** True when the request carried a valid admin token. */
+    isAdmin: boolean;
+  }
+  interface FastifyContextConfig {
+    auth?: AuthMode;
+    /** Upload routes: refuse a declared body over the client's limit (plus this slack) before reading it. */
+    uploadSlack?: number;
+  }
+}
+
+export interface AppContext {
+  config: ResolvedConfig;
+  db: Db;
+  runs: RunStore;
+  storage: StorageBackend;
+  pipeline: UploadPipeline;
+  logger: Logger;
+  instanceId: string;
+  /** Set when shutdown begins; new requests are refused with SHUTTING_DOWN. */
+  closing: { value: boolean };
+}
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
+
+function errorBody(request: FastifyRequest, err: AppError): ErrorBody {
+  const body: ErrorBody = { error_code: err.code, message: err.message, request_id: request.id };
+  if (err.details) {
+    for (const [k, v] of Object.entries(err.details)) if (!(k in body)) body[k] = v;
+  }
+  return body;
+}
+
+/** Translate anything thrown into the error contract. */
+export function toAppError(err: unknown): AppError {
+  if (isAppError(err)) return err;
+  const e = err as FastifyError & { code?: string; statusCode?: number };
+  if (e?.validation) return new AppError(ErrorCode.INVALID_REQUEST, e.message);
+  switch (e?.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'request body too large');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_INVALID_MULTIPART_CONTENT_TYPE':
+      return new AppError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, e.message);
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+    case 'FST_PARTS_LIMIT':
+    case 'FST_FILES_LIMIT':
+    case 'FST_FIELDS_LIMIT':
+    case 'FST_PROTO_VIOLATION':
+      return new AppError(ErrorCode.INVALID_REQUEST, e.message);
+    case 'FST_REQ_FILE_TOO_LARGE':
+      return new AppError(ErrorCode.PAYLOAD_TOO_LARGE, e.message);
+    case 'ECONNRESET':
+    case 'ERR_STREAM_PREMATURE_CLOSE':
+      return new AppError(ErrorCode.UPLOAD_ABORTED, 'the request was interrupted');
+  }
+  if (e?.message === 'Unexpected end of form' || e?.message === 'Multipart: Boundary not found' || e?.message === 'Malformed part header') {
+    return new AppError(ErrorCode.INVALID_REQUEST, `malformed multipart body: ${e.message}`);
+  }
+  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    return new AppError(ErrorCode.INVALID_REQUEST, e.message);
+  }
+  return new AppError(ErrorCode.INTERNAL, 'internal error', undefined, { cause: err });
+}
+
+export function sendError(request: FastifyRequest, reply: FastifyReply, err: AppError): FastifyReply {
+  // A body we did not read must not be read now: close the connection instead.
+  if (!request.raw.complete && request.raw.method !== 'GET' && request.raw.method !== 'HEAD') {
+    reply.header('connection', 'close');
+  }
+  return reply.code(err.status).type('application/json; charset=utf-8').send(errorBody(request, err));
+}
+
+export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
+  const { config } = ctx;
+  // One cast: the server factory may return an https server, which Fastify's generics cannot express.
+  const app = Fastify({
+    loggerInstance: ctx.logger,
+    trustProxy: config.trustProxy,
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: false,
+    forceCloseConnections: 'idle',
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const h = req.headers['x-request-id'];
+      return typeof h === 'string' && REQUEST_ID_RE.test(h) ? h : randomUUID();
+    },
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 2048 },
+    serverFactory: (handler) => {
+      const server = config.tls ? https.createServer({ cert: config.tls.cert, key: config.tls.key }, handler) : http.createServer(handler);
+      // Answer `Expect: 100-continue` only once the request is authorized and
+      // within limits (see the preParsing hook), so a refused upload is never sent.
+      server.on('checkContinue', handler);
+      server.requestTimeout = 0; // uploads may take hours; idle sockets are bounded by headersTimeout/keepAlive
+      server.headersTimeout = 60_000;
+      server.keepAliveTimeout = 65_000;
+      return server;
+    },
+  }) as unknown as FastifyInstance;
+
+  app.decorateRequest('client', undefined);
+  app.decorateRequest('isAdmin', false);
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    if (ctx.closing.value) {
+      reply.header('connection', 'close');
+      throw new AppError(ErrorCode.SHUTTING_DOWN, 'the gateway is shutting down; retry shortly');
+    }
+    const mode = request.routeOptions.config.auth ?? 'client';
+    if (mode === 'none') return;
+    const adminToken = request.headers['x-admin-token'];
+    if ((mode === 'admin' || mode === 'client-or-admin') && typeof adminToken === 'string') {
+      if (config.adminToken !== undefined && secretEquals(adminToken, config.adminToken)) {
+        request.isAdmin = true;
+        return;
+      }
+      throw new AppError(ErrorCode.UNAUTHORIZED, config.adminToken === undefined ? 'admin access is disabled (set ADMIN_TOKEN)' : 'invalid admin token');
+    }
+    if (mode === 'admin') throw new AppError(ErrorCode.UNAUTHORIZED, 'missing admin token: send x-admin-token');
+    request.client = authenticate(config.clients, request.headers);
+    const slack = request.routeOptions.config.uploadSlack;
+    if (slack !== undefined) {
+      const len = request.headers['content-length'];
+      if (len !== undefined && Number(len) > request.client.maxFileSize + slack) {
+        throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the request body (${len} bytes) exceeds this client's limit of ${request.client.maxFileSize} bytes`, {
+          limit: request.client.maxFileSize,
+        });
+      }
+    }
+  });
+
+  app.addHook('preParsing', async (request, reply, payload) => {
+    if (String(request.headers.expect).toLowerCase() === '100-continue' && !reply.raw.headersSent) {
+      reply.raw.writeContinue();
+    }
+    return payload;
+  });
+
+  app.setErrorHandler((err, request, reply) => {
+    const appErr = toAppError(err);
+    if (appErr.status >= 500) {
+      request.log.error({ err: appErr.cause ?? err, error_code: appErr.code }, appErr.message);
+    } else {
+      request.log.info({ error_code: appErr.code }, appErr.message);
+    }
+    return sendError(request, reply, appErr);
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    sendError(request, reply, new AppError(ErrorCode.NOT_FOUND, `no route for ${request.method} ${request.url.split('?')[0]}`)),
+  );
+
+  await app.register(healthRoutes, { ctx });
+  await app.register(uploadRoutes, { ctx });
+  await app.register(objectRoutes, { ctx });
+  return app;
+}

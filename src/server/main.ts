@@ -1,0 +1,81 @@
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import type { ResolvedConfig } from '../config/load.js';
+import { migrate, openDatabase, redactUrl } from '../db/index.js';
+import { openStorage } from '../storage/index.js';
+import { UploadPipeline } from '../uploads/pipeline.js';
+import { RunStore } from '../uploads/runs.js';
+import { VERSION } from '../version.js';
+import { type AppContext, buildApp } from './app.js';
+
+/** Header and field names whose values are secrets; pino replaces them before writing. */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers["x-api-key"]',
+  'req.headers["x-admin-token"]',
+  'headers.authorization',
+  'headers["x-api-key"]',
+  'headers["x-admin-token"]',
+];
+
+export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+  return pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { service: 's3up-server' } }, destination);
+}
+
+export interface RunningServer {
+  app: FastifyInstance;
+  ctx: AppContext;
+  url: string;
+  port: number;
+  /** Stop accepting, let in-flight requests finish within the grace period, release everything. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function startServer(config: ResolvedConfig, opts: { logger?: Logger } = {}): Promise<RunningServer> {
+  const logger = opts.logger ?? createLogger(config.logLevel);
+  const db = openDatabase(config.databaseUrl);
+  try {
+    const applied = await migrate(db.db);
+    if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+  const storage = await openStorage(config.storage);
+  const runs = new RunStore(db.db);
+  const pipeline = new UploadPipeline(storage, runs, config.storage.pathPrefix);
+  const ctx: AppContext = { config, db, runs, storage, pipeline, logger, instanceId: randomUUID(), closing: { value: false } };
+  const app = await buildApp(ctx);
+  await app.listen({ host: config.host, port: config.port });
+  const addr = app.server.address() as AddressInfo;
+  const scheme = config.tls ? 'https' : 'http';
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  const url = `${scheme}://${host}:${addr.port}`;
+  logger.info(
+    { url, version: VERSION, storage: config.storage.backend, database: redactUrl(config.databaseUrl), clients: config.clients.length },
+    's3up-server listening',
+  );
+
+  let closed: Promise<void> | undefined;
+  const close = (graceMs = config.shutdownGraceMs): Promise<void> => {
+    closed ??= (async () => {
+      ctx.closing.value = true;
+      const force = setTimeout(() => {
+        logger.warn({ graceMs }, 'grace period over: closing remaining connections');
+        app.server.closeAllConnections();
+      }, graceMs);
+      force.unref();
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+        await storage.close();
+        await db.close();
+      }
+    })();
+    return closed;
+  };
+  return { app, ctx, url, port: addr.port, close };
+}

@@ -1,0 +1,129 @@
+import multipart from '@fastify/multipart';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AppError, ErrorCode } from '../../errors.js';
+import { parseSha256 } from '../../uploads/meter.js';
+import type { IngestResult } from '../../uploads/pipeline.js';
+import type { AppContext } from '../app.js';
+
+/** Room for multipart boundaries and small fields on top of the file itself. */
+export const MULTIPART_SLACK = 1024 * 1024;
+
+export const CHECKSUM_HEADER = 'x-checksum-sha256';
+
+export function requireClient(request: FastifyRequest) {
+  const client = request.client;
+  if (!client) throw new AppError(ErrorCode.UNAUTHORIZED, 'this route needs a client API key');
+  return client;
+}
+
+function headerString(request: FastifyRequest, name: string): string | undefined {
+  const v = request.headers[name];
+  return typeof v === 'string' && v.length > 0 ? v : undefined;
+}
+
+export function declaredLength(request: FastifyRequest): number | undefined {
+  const len = headerString(request, 'content-length');
+  if (len === undefined) return undefined;
+  const n = Number(len);
+  if (!Number.isSafeInteger(n) || n < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'invalid Content-Length');
+  return n;
+}
+
+export function uploadResponse(result: IngestResult) {
+  return { success: true, run_id: result.run_id, s3_key: result.s3_key, path: result.path, size: result.size, sha256: result.sha256 };
+}
+
+const uploadResponseSchema = {
+  200: {
+    type: 'object',
+    properties: {
+      success: { type: 'boolean' },
+      run_id: { type: 'string' },
+      s3_key: { type: 'string' },
+      path: { type: 'string' },
+      size: { type: 'integer' },
+      sha256: { type: 'string' },
+    },
+  },
+};
+
+export async function uploadRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }) {
+  // POST /upload: multipart/form-data with `path` (and optional `sha256`) before `file`.
+  await app.register(async (scope) => {
+    await scope.register(multipart, {
+      limits: { fields: 10, fieldSize: 64 * 1024, fieldNameSize: 100, files: 1, parts: 20, headerPairs: 100 },
+    });
+    scope.post(
+      '/upload',
+      {
+        config: { auth: 'client', uploadSlack: MULTIPART_SLACK },
+        schema: {
+          summary: 'Upload one file (multipart/form-data: path, optional sha256, then file)',
+          querystring: { type: 'object', properties: { path: { type: 'string' } } },
+          response: uploadResponseSchema,
+        },
+      },
+      async (request) => {
+        const client = requireClient(request);
+        if (!request.isMultipart())
+          throw new AppError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, 'POST /upload takes multipart/form-data; use PUT /objects/<path> for a raw body');
+        let path: string | undefined = (request.query as { path?: string }).path;
+        let expected = headerString(request, CHECKSUM_HEADER);
+        let result: IngestResult | undefined;
+        for await (const part of request.parts({ limits: { fileSize: client.maxFileSize + 1 } })) {
+          if (part.type === 'field') {
+            if (part.fieldname === 'path') path = String(part.value);
+            else if (part.fieldname === 'sha256') expected = String(part.value);
+            continue;
+          }
+          if (part.fieldname !== 'file') {
+            throw new AppError(ErrorCode.INVALID_REQUEST, `unexpected file field "${part.fieldname}" (the file goes in "file")`);
+          }
+          if (result) throw new AppError(ErrorCode.INVALID_REQUEST, 'only one file per request');
+          if (path === undefined) {
+            throw new AppError(ErrorCode.PATH_REQUIRED, 'send the "path" field before the "file" field (or as ?path=)');
+          }
+          result = await ctx.pipeline.ingest({
+            client,
+            path,
+            body: part.file,
+            kind: 'multipart',
+            contentType: part.mimetype || undefined,
+            filename: part.filename || undefined,
+            expectedSha256: expected === undefined ? undefined : parseSha256(expected),
+          });
+        }
+        if (!result) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "file" field');
+        return uploadResponse(result);
+      },
+    );
+  });
+
+  // PUT /objects/<path>: the raw body is the file (curl -T, streaming clients).
+  await app.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    // Leave the body unread: the pipeline streams it from request.raw.
+    scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
+    scope.put(
+      '/objects/*',
+      {
+        config: { auth: 'client', uploadSlack: 0 },
+        schema: { summary: 'Upload one file as the raw request body', response: uploadResponseSchema },
+      },
+      async (request) => {
+        const client = requireClient(request);
+        const expected = headerString(request, CHECKSUM_HEADER);
+        const result = await ctx.pipeline.ingest({
+          client,
+          path: (request.params as { '*': string })['*'],
+          body: request.raw,
+          kind: 'raw',
+          declaredSize: declaredLength(request),
+          contentType: headerString(request, 'content-type'),
+          expectedSha256: expected === undefined ? undefined : parseSha256(expected),
+        });
+        return uploadResponse(result);
+      },
+    );
+  });
+}

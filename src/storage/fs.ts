@@ -1,0 +1,235 @@
+import { randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, opendir, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { AppError, ErrorCode } from '../errors.js';
+import type { ByteRange, GetResult, ObjectInfo, PutOptions, PutResult, StorageBackend } from './types.js';
+
+/** Staging area inside the root, so the final rename never crosses a filesystem. */
+export const FS_TMP_DIR = '.s3up-tmp';
+const STALE_TMP_MS = 24 * 3600 * 1000;
+const WRITE_HWM = 1024 * 1024;
+const DISK_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE', 'EEXIST']);
+
+function statEtag(size: number, mtimeMs: number): string {
+  return `"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"`;
+}
+
+async function fsyncPath(p: string): Promise<void> {
+  const fh = await open(p, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function storageError(err: unknown, what: string): AppError {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new AppError(ErrorCode.STORAGE_UNAVAILABLE, `storage is full (${what})`, undefined, { cause: err });
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'EIO') {
+    return new AppError(ErrorCode.STORAGE_UNAVAILABLE, `storage is not writable (${what})`, undefined, { cause: err });
+  }
+  if (code === 'ENOTDIR' || code === 'EISDIR' || code === 'EEXIST') {
+    return new AppError(ErrorCode.CONFLICT, 'the path conflicts with an existing object or folder', undefined, { cause: err });
+  }
+  return new AppError(ErrorCode.STORAGE_ERROR, `storage error (${what})`, undefined, { cause: err });
+}
+
+/**
+ * Objects are plain files below `root`; keys map to paths segment by segment.
+ * Writes go to a temp file, are fsynced, then renamed into place (and the
+ * folder fsynced), so a reader sees the old object or the whole new one.
+ */
+export class FsStorage implements StorageBackend {
+  readonly kind = 'fs' as const;
+  readonly root: string;
+  readonly tmpDir: string;
+
+  private constructor(root: string) {
+    this.root = path.resolve(root);
+    this.tmpDir = path.join(this.root, FS_TMP_DIR);
+  }
+
+  static async open(root: string): Promise<FsStorage> {
+    const s = new FsStorage(root);
+    await mkdir(s.tmpDir, { recursive: true });
+    await s.removeStaleTemps();
+    return s;
+  }
+
+  /** Map a key to its file, refusing anything that would land outside the root. */
+  pathFor(key: string): string {
+    const p = path.resolve(this.root, ...key.split('/'));
+    if (!p.startsWith(this.root + path.sep) || p.startsWith(this.tmpDir + path.sep) || p === this.tmpDir) {
+      throw new AppError(ErrorCode.INVALID_PATH, 'the key resolves outside the storage root');
+    }
+    return p;
+  }
+
+  tempPath(): string {
+    return path.join(this.tmpDir, `${randomUUID()}.part`);
+  }
+
+  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<PutResult> {
+    const finalPath = this.pathFor(key);
+    const tmp = this.tempPath();
+    let published = false;
+    try {
+      // flush: fsync before close, so the bytes are on disk before the rename publishes them.
+      const out = createWriteStream(tmp, { flags: 'wx', mode: 0o640, flush: true, highWaterMark: WRITE_HWM });
+      try {
+        await pipeline(body, out);
+      } catch (err) {
+        // Disk-side failures become storage errors; a client abort or a limit stays as it is.
+        throw DISK_ERRORS.has((err as NodeJS.ErrnoException).code ?? '') ? storageError(err, 'write') : err;
+      }
+      const size = out.bytesWritten;
+      await opts.beforeCommit?.();
+      await this.publish(tmp, finalPath);
+      published = true;
+      const st = await stat(finalPath);
+      return { size, etag: statEtag(st.size, st.mtimeMs) };
+    } finally {
+      if (!published) await unlink(tmp).catch(() => {});
+    }
+  }
+
+  /** Rename a fully written, fsynced temp file into place and make the rename durable. */
+  async publish(tmp: string, finalPath: string): Promise<void> {
+    const dir = path.dirname(finalPath);
+    try {
+      await mkdir(dir, { recursive: true });
+      await rename(tmp, finalPath);
+      await fsyncPath(dir);
+    } catch (err) {
+      throw storageError(err, 'publish');
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    const p = this.pathFor(key);
+    try {
+      const st = await stat(p);
+      if (!st.isFile()) return null;
+      return { key, size: st.size, lastModified: st.mtime, etag: statEtag(st.size, st.mtimeMs) };
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+      throw storageError(err, 'stat');
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<GetResult | null> {
+    const p = this.pathFor(key);
+    let fh: Awaited<ReturnType<typeof open>>;
+    try {
+      fh = await open(p, 'r');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return null;
+      throw storageError(err, 'open');
+    }
+    // Stat the open handle, so the size matches the bytes we stream even if the
+    // object is replaced meanwhile (a rename never changes an open file).
+    const st = await fh.stat();
+    if (!st.isFile()) {
+      await fh.close();
+      return null;
+    }
+    const body = createReadStream('', { fd: fh.fd, autoClose: true, start: range?.start, end: range?.end, highWaterMark: WRITE_HWM });
+    body.on('close', () => {
+      fh.close().catch(() => {});
+    });
+    return { body, info: { key, size: st.size, lastModified: st.mtime, etag: statEtag(st.size, st.mtimeMs) } };
+  }
+
+  async delete(key: string): Promise<void> {
+    const p = this.pathFor(key);
+    try {
+      await unlink(p);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw storageError(err, 'delete');
+    }
+  }
+
+  /** Remove empty folders from `dir` up to (not including) `stopAt`. */
+  async removeEmptyDirs(dir: string, stopAt: string = this.root): Promise<number> {
+    let removed = 0;
+    let cur = path.resolve(dir);
+    const stop = path.resolve(stopAt);
+    while (cur.startsWith(stop + path.sep) && cur !== this.tmpDir) {
+      try {
+        if ((await readdir(cur)).length > 0) break;
+        await rmdir(cur);
+        removed++;
+      } catch {
+        break;
+      }
+      cur = path.dirname(cur);
+    }
+    return removed;
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const base = prefix === '' ? this.root : path.resolve(this.root, ...prefix.replace(/\/+$/, '').split('/'));
+    if (base !== this.root && !base.startsWith(this.root + path.sep)) return;
+    yield* this.walk(base);
+  }
+
+  private async *walk(dir: string): AsyncIterable<ObjectInfo> {
+    let handle: Awaited<ReturnType<typeof opendir>>;
+    try {
+      handle = await opendir(dir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw storageError(err, 'list');
+    }
+    for await (const entry of handle) {
+      const full = path.join(dir, entry.name);
+      if (full === this.tmpDir) continue;
+      if (entry.isDirectory()) {
+        yield* this.walk(full);
+      } else if (entry.isFile()) {
+        try {
+          const st = await stat(full);
+          const key = path.relative(this.root, full).split(path.sep).join('/');
+          yield { key, size: st.size, lastModified: st.mtime, etag: statEtag(st.size, st.mtimeMs) };
+        } catch {
+          // removed while listing
+        }
+      }
+    }
+  }
+
+  async check(): Promise<void> {
+    const probe = path.join(this.tmpDir, `ready-${randomUUID()}`);
+    try {
+      const fh = await open(probe, 'wx', 0o600);
+      await fh.writeFile('ok');
+      await fh.close();
+      await unlink(probe);
+    } catch (err) {
+      throw storageError(err, 'write probe');
+    }
+  }
+
+  private async removeStaleTemps(): Promise<void> {
+    const now = Date.now();
+    for (const name of await readdir(this.tmpDir)) {
+      const p = path.join(this.tmpDir, name);
+      try {
+        const st = await stat(p);
+        if (st.isFile() && now - st.mtimeMs > STALE_TMP_MS) await unlink(p);
+      } catch {
+        // raced with another cleaner
+      }
+    }
+  }
+
+  async close(): Promise<void> {}
+}

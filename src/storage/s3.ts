@@ -1,0 +1,334 @@
+import http from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { AppError, ErrorCode } from '../errors.js';
+import type { ByteRange, GetResult, MultipartCapability, ObjectInfo, PresignCapability, PutOptions, PutResult, StorageBackend, StoredPart } from './types.js';
+
+// The SDK warns on every process start under Node 20; users of our CLIs must not see it.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+export interface S3Options {
+  endpoint: string;
+  region: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  forcePathStyle: boolean;
+  /** Part size for streamed uploads, bytes (>= 5 MiB). */
+  partSize: number;
+  /** Parts in flight per upload. */
+  queueSize: number;
+  maxSockets?: number;
+}
+
+const UNAVAILABLE_NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH', 'EPIPE', 'EAI_AGAIN']);
+const UNAVAILABLE_NAMES = new Set([
+  'TimeoutError',
+  'NoSuchBucket',
+  'AccessDenied',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ServiceUnavailable',
+  'SlowDown',
+]);
+const CANNOT_ABORT = new Set(['NotImplemented', 'MethodNotAllowed']);
+
+interface SdkError {
+  name?: string;
+  code?: string;
+  Code?: string;
+  $metadata?: { httpStatusCode?: number };
+}
+
+function sdkError(err: unknown): SdkError {
+  return (err ?? {}) as SdkError;
+}
+
+function isNotFound(err: unknown): boolean {
+  const e = sdkError(err);
+  return e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404;
+}
+
+/** Map an SDK failure to the error contract; the SDK's messages never carry credentials. */
+export function s3Error(err: unknown, what: string): AppError {
+  if (err instanceof AppError) return err;
+  const e = sdkError(err);
+  if ((e.code && UNAVAILABLE_NETWORK.has(e.code)) || (e.name && UNAVAILABLE_NAMES.has(e.name))) {
+    return new AppError(ErrorCode.STORAGE_UNAVAILABLE, `object store unavailable during ${what} (${e.name ?? e.code})`, undefined, { cause: err });
+  }
+  const status = e.$metadata?.httpStatusCode;
+  if (status !== undefined && status >= 500) {
+    return new AppError(ErrorCode.STORAGE_UNAVAILABLE, `object store failed during ${what} (HTTP ${status})`, undefined, { cause: err });
+  }
+  return new AppError(ErrorCode.STORAGE_ERROR, `object store error during ${what} (${e.name ?? 'unknown'})`, undefined, { cause: err });
+}
+
+/** Collects stream chunks and cuts them into parts of exactly `size` bytes. */
+class PartCutter {
+  private chunks: Buffer[] = [];
+  private length = 0;
+  constructor(private readonly size: number) {}
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+  get full(): boolean {
+    return this.length >= this.size;
+  }
+  get pending(): number {
+    return this.length;
+  }
+  /** Take exactly `size` bytes (or all that is left when `rest`). */
+  take(rest = false): Buffer {
+    const want = rest ? this.length : this.size;
+    const all = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.length);
+    const part = all.subarray(0, want);
+    const left = all.subarray(want);
+    this.chunks = left.length > 0 ? [left] : [];
+    this.length = left.length;
+    return part;
+  }
+}
+
+export class S3Storage implements StorageBackend {
+  readonly kind = 's3' as const;
+  readonly client: S3Client;
+  readonly bucket: string;
+  readonly multipart: MultipartCapability;
+  readonly presign: PresignCapability;
+  private readonly partSize: number;
+  private readonly queueSize: number;
+
+  constructor(opts: S3Options) {
+    const maxSockets = opts.maxSockets ?? 64;
+    const config: S3ClientConfig = {
+      region: opts.region,
+      forcePathStyle: opts.forcePathStyle,
+      // Third-party stores (MinIO, Ceph, Garage, s3rver) differ in their support for
+      // the newer default CRC checksums; we verify integrity ourselves (SHA-256).
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: {
+        httpAgent: new http.Agent({ keepAlive: true, maxSockets }),
+        httpsAgent: new https.Agent({ keepAlive: true, maxSockets }),
+        connectionTimeout: 10_000,
+        requestTimeout: 120_000,
+      },
+    };
+    if (opts.endpoint) config.endpoint = opts.endpoint;
+    // No keys configured: the SDK's default chain (env, profile, IMDS, IRSA, ...).
+    if (opts.accessKeyId && opts.secretAccessKey) {
+      config.credentials = { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey };
+    }
+    this.client = new S3Client(config);
+    this.bucket = opts.bucket;
+    this.partSize = opts.partSize;
+    this.queueSize = opts.queueSize;
+    this.multipart = this.makeMultipart();
+    this.presign = {
+      presignPut: async (key, { size, contentType, expiresInSeconds }) => {
+        const command = new PutObjectCommand({ Bucket: this.bucket, Key: key, ContentLength: size, ContentType: contentType });
+        const url = await getSignedUrl(this.client, command, {
+          expiresIn: expiresInSeconds,
+          // Sign the length and type so the store refuses any other body.
+          signableHeaders: new Set(['content-length', 'content-type']),
+          unhoistableHeaders: new Set(['content-length', 'content-type']),
+        });
+        return { url, headers: { 'content-type': contentType, 'content-length': String(size) } };
+      },
+    };
+  }
+
+  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<PutResult> {
+    const cutter = new PartCutter(this.partSize);
+    let uploadId: string | undefined;
+    const parts: StoredPart[] = [];
+    const inflight = new Set<Promise<void>>();
+    let partNumber = 0;
+    let total = 0;
+    const mp = this.multipart;
+    const send = async (buf: Buffer): Promise<void> => {
+      uploadId ??= await mp.create(key, { contentType: opts.contentType, partSize: this.partSize, totalSize: 0 });
+      const n = ++partNumber;
+      const id = uploadId;
+      const p: Promise<void> = mp.uploadPart(key, id, n, buf, buf.length).then((part) => {
+        parts[n - 1] = part;
+        inflight.delete(p);
+      });
+      p.catch(() => {});
+      inflight.add(p);
+      if (inflight.size >= this.queueSize) await Promise.race(inflight);
+    };
+    try {
+      for await (const chunk of body) {
+        const buf = chunk as Buffer;
+        total += buf.length;
+        cutter.push(buf);
+        while (cutter.full) await send(cutter.take());
+      }
+      if (uploadId === undefined) {
+        const data = cutter.take(true);
+        await opts.beforeCommit?.();
+        try {
+          const out = await this.client.send(
+            new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length, ContentType: opts.contentType }),
+          );
+          return { size: data.length, etag: out.ETag ?? '' };
+        } catch (err) {
+          throw s3Error(err, 'put');
+        }
+      }
+      if (cutter.pending > 0) await send(cutter.take(true));
+      await Promise.all(inflight);
+      await opts.beforeCommit?.();
+      const res = await mp.complete(key, uploadId, parts);
+      return { size: total, etag: res.etag };
+    } catch (err) {
+      if (uploadId !== undefined) {
+        await Promise.allSettled(inflight);
+        await mp.abort(key, uploadId).catch(() => false);
+      }
+      throw err;
+    }
+  }
+
+  private makeMultipart(): MultipartCapability {
+    return {
+      create: async (key, { contentType }) => {
+        try {
+          const out = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: contentType }));
+          if (!out.UploadId) throw new AppError(ErrorCode.STORAGE_ERROR, 'object store returned no upload id');
+          return out.UploadId;
+        } catch (err) {
+          throw s3Error(err, 'create multipart upload');
+        }
+      },
+      uploadPart: async (key, uploadId, partNumber, body, size) => {
+        try {
+          const out = await this.client.send(
+            new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: size }),
+          );
+          return { partNumber, etag: out.ETag ?? '', size };
+        } catch (err) {
+          throw s3Error(err, `upload part ${partNumber}`);
+        }
+      },
+      complete: async (key, uploadId, parts) => {
+        const sorted = [...parts].sort((a, b) => a.partNumber - b.partNumber);
+        try {
+          const out = await this.client.send(
+            new CompleteMultipartUploadCommand({
+              Bucket: this.bucket,
+              Key: key,
+              UploadId: uploadId,
+              MultipartUpload: { Parts: sorted.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+            }),
+          );
+          return { size: sorted.reduce((n, p) => n + p.size, 0), etag: out.ETag ?? '' };
+        } catch (err) {
+          throw s3Error(err, 'complete multipart upload');
+        }
+      },
+      abort: async (key, uploadId) => {
+        try {
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }));
+          return true;
+        } catch (err) {
+          const e = sdkError(err);
+          if (
+            (e.name && CANNOT_ABORT.has(e.name)) ||
+            (e.Code && CANNOT_ABORT.has(e.Code)) ||
+            e.$metadata?.httpStatusCode === 405 ||
+            e.$metadata?.httpStatusCode === 501
+          ) {
+            return false;
+          }
+          if (isNotFound(err) || e.name === 'NoSuchUpload') return true;
+          throw s3Error(err, 'abort multipart upload');
+        }
+      },
+    };
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { key, size: out.ContentLength ?? 0, lastModified: out.LastModified ?? new Date(0), etag: out.ETag ?? '', contentType: out.ContentType };
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw s3Error(err, 'head');
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<GetResult | null> {
+    try {
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
+      );
+      let size = out.ContentLength ?? 0;
+      const total = out.ContentRange?.match(/\/(\d+)$/)?.[1];
+      if (total !== undefined) size = Number(total);
+      return {
+        body: out.Body as Readable,
+        info: { key, size, lastModified: out.LastModified ?? new Date(0), etag: out.ETag ?? '', contentType: out.ContentType },
+      };
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw s3Error(err, 'get');
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (err) {
+      if (isNotFound(err)) return;
+      throw s3Error(err, 'delete');
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    let token: string | undefined;
+    do {
+      let out: ListObjectsV2CommandOutput;
+      try {
+        out = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: 1000 }));
+      } catch (err) {
+        throw s3Error(err, 'list');
+      }
+      for (const o of out.Contents ?? []) {
+        if (!o.Key) continue;
+        yield { key: o.Key, size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0), etag: o.ETag ?? '' };
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async check(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      throw s3Error(err, 'bucket check');
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}

@@ -1,0 +1,84 @@
+import type { Readable } from 'node:stream';
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  lastModified: Date;
+  /** The store's own entity tag (S3 ETag, or a stat-based tag on the filesystem). */
+  etag: string;
+  contentType?: string | undefined;
+}
+
+export interface PutOptions {
+  contentType?: string | undefined;
+  /**
+   * Called once every byte is durably staged and before the object becomes
+   * visible at its key. Throwing here abandons the upload: nothing is published
+   * and a previous object at the key is left untouched.
+   */
+  beforeCommit?: (() => Promise<void> | void) | undefined;
+}
+
+export interface PutResult {
+  size: number;
+  etag: string;
+}
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  start: number;
+  /** Last byte, inclusive. */
+  end: number;
+}
+
+export interface GetResult {
+  body: Readable;
+  info: ObjectInfo;
+}
+
+/** One stored part of a resumable upload. */
+export interface StoredPart {
+  partNumber: number;
+  etag: string;
+  size: number;
+}
+
+/**
+ * Parts assembled into one object at completion. The S3 backend maps it onto
+ * multipart uploads; the filesystem backend onto part files in a staging folder.
+ */
+export interface MultipartCapability {
+  /**
+   * Begin an assembly for `key`; returns the store's upload id. Every part but
+   * the last is exactly `partSize` bytes, so a store may place parts by offset.
+   */
+  create(key: string, opts: { contentType?: string | undefined; partSize: number; totalSize: number }): Promise<string>;
+  /** Store one part (1-based). The body must be exactly `size` bytes. */
+  uploadPart(key: string, uploadId: string, partNumber: number, body: Readable | Buffer, size: number): Promise<StoredPart>;
+  /** Publish the parts, in order, as one object at `key`. */
+  complete(key: string, uploadId: string, parts: StoredPart[]): Promise<PutResult>;
+  /** Drop the parts. Resolves `false` when the store cannot abort (s3rver); the caller retries later. */
+  abort(key: string, uploadId: string): Promise<boolean>;
+}
+
+export interface PresignCapability {
+  /** A URL that accepts exactly one PUT of `size` bytes with `contentType` until it expires. */
+  presignPut(key: string, opts: { size: number; contentType: string; expiresInSeconds: number }): Promise<{ url: string; headers: Record<string, string> }>;
+}
+
+/** What the upload pipeline needs from a store. Optional capabilities are detected, never faked. */
+export interface StorageBackend {
+  readonly kind: 'fs' | 's3';
+  /** Stream `body` to `key`; the object appears atomically and only when complete. */
+  put(key: string, body: Readable, opts?: PutOptions): Promise<PutResult>;
+  head(key: string): Promise<ObjectInfo | null>;
+  get(key: string, range?: ByteRange): Promise<GetResult | null>;
+  delete(key: string): Promise<void>;
+  /** Every object below a key prefix (which should end with '/'). */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Throws when the store cannot be reached or written (used by /ready). */
+  check(): Promise<void>;
+  close(): Promise<void>;
+  readonly multipart?: MultipartCapability;
+  readonly presign?: PresignCapability;
+}

@@ -1,0 +1,42 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { AppError, ErrorCode } from '../errors.js';
+
+/**
+ * One pass over the bytes: counts them, hashes them (SHA-256) and stops the
+ * stream with PAYLOAD_TOO_LARGE the moment it passes the limit, so an
+ * oversize body is never fully read.
+ */
+export class Meter extends Transform {
+  bytes = 0;
+  private readonly hash: Hash = createHash('sha256');
+  private digestHex: string | undefined;
+
+  constructor(private readonly limit: number) {
+    super({ highWaterMark: 1024 * 1024 });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    if (this.bytes > this.limit) {
+      cb(new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the file exceeds this client's limit of ${this.limit} bytes`, { limit: this.limit }));
+      return;
+    }
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+
+  /** Hex SHA-256 of everything that passed; only valid once the stream has ended. */
+  get sha256(): string {
+    this.digestHex ??= this.hash.digest('hex');
+    return this.digestHex;
+  }
+}
+
+/** Accept a SHA-256 as 64 hex characters or 44 base64 characters; return hex. */
+export function parseSha256(value: string): string {
+  const v = value.trim();
+  if (/^[0-9a-fA-F]{64}$/.test(v)) return v.toLowerCase();
+  if (/^[A-Za-z0-9+/]{43}=$/.test(v)) return Buffer.from(v, 'base64').toString('hex');
+  throw new AppError(ErrorCode.INVALID_REQUEST, 'sha256 must be 64 hex characters or 44 base64 characters');
+}

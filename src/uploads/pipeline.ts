@@ -1,0 +1,145 @@
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream';
+import type { ResolvedClient } from '../config/load.js';
+import type { RunKind } from '../db/schema.js';
+import { AppError, ErrorCode, isAppError } from '../errors.js';
+import type { StorageBackend } from '../storage/types.js';
+import { objectKey } from './keys.js';
+import { Meter } from './meter.js';
+import type { Run, RunStore } from './runs.js';
+
+export interface IngestRequest {
+  client: ResolvedClient;
+  /** Client-relative path, validated here. */
+  path: unknown;
+  body: Readable;
+  kind: RunKind;
+  /** Size the client announced (Content-Length of a raw body); checked before and after. */
+  declaredSize?: number | undefined;
+  contentType?: string | undefined;
+  filename?: string | undefined;
+  /** Hex SHA-256 the client expects; a mismatch publishes nothing. */
+  expectedSha256?: string | undefined;
+}
+
+export interface IngestResult {
+  run_id: string;
+  s3_key: string;
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+/** Hooks for metrics and logs; the pipeline does not depend on what listens. */
+export interface UploadObserver {
+  started?(kind: RunKind, client: string): void;
+  finished?(run: Run, outcome: 'succeeded' | 'failed', errorCode?: string): void;
+}
+
+/**
+ * The one upload pipeline: authorize (done by the caller) -> resolve and
+ * validate the key -> check limits -> stream through the meter (size limit +
+ * SHA-256) -> backend (atomic publish) -> record. Every protocol adapter
+ * (multipart form, raw PUT, direct form, ...) is a thin layer over `ingest`.
+ */
+export class UploadPipeline {
+  private readonly observers: UploadObserver[] = [];
+
+  constructor(
+    readonly storage: StorageBackend,
+    readonly runs: RunStore,
+    readonly pathPrefix: string,
+  ) {}
+
+  observe(o: UploadObserver): void {
+    this.observers.push(o);
+  }
+
+  /** Resolve a client's path to its full key (validating it). */
+  keyFor(client: ResolvedClient, path: unknown): { path: string; key: string } {
+    return objectKey(this.pathPrefix, client.name, path);
+  }
+
+  checkDeclaredSize(client: ResolvedClient, size: number | undefined): void {
+    if (size !== undefined && size > client.maxFileSize) {
+      throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the file (${size} bytes) exceeds this client's limit of ${client.maxFileSize} bytes`, {
+        limit: client.maxFileSize,
+      });
+    }
+  }
+
+  emitStarted(kind: RunKind, client: string): void {
+    for (const o of this.observers) o.started?.(kind, client);
+  }
+
+  emitFinished(run: Run, outcome: 'succeeded' | 'failed', errorCode?: string): void {
+    for (const o of this.observers) o.finished?.(run, outcome, errorCode);
+  }
+
+  /** Record a failure on `run` and return the error to throw (with the run id attached). */
+  async fail(run: Run, err: unknown): Promise<AppError> {
+    const appErr = isAppError(err) ? err : new AppError(ErrorCode.INTERNAL, 'the upload failed', undefined, { cause: err });
+    let finished = run;
+    try {
+      finished = await this.runs.transition(run.run_id, 'failed', { errorCode: appErr.code, errorMessage: appErr.message });
+    } catch {
+      // The record could not be updated (database down): the error still reaches the client.
+    }
+    this.emitFinished(finished, 'failed', appErr.code);
+    return new AppError(appErr.code, appErr.message, { ...appErr.details, run_id: run.run_id }, { cause: appErr.cause ?? err });
+  }
+
+  async ingest(req: IngestRequest): Promise<IngestResult> {
+    const { client } = req;
+    const { path, key } = this.keyFor(client, req.path);
+    this.checkDeclaredSize(client, req.declaredSize);
+
+    const run = await this.runs.create({
+      client: client.name,
+      kind: req.kind,
+      path,
+      objectKey: key,
+      status: 'processing',
+      size: req.declaredSize ?? null,
+      contentType: req.contentType ?? null,
+      filename: req.filename ?? null,
+    });
+    this.emitStarted(req.kind, client.name);
+
+    const meter = new Meter(client.maxFileSize);
+    // Errors on either side (client abort, limit exceeded) destroy both streams.
+    pipeline(req.body, meter, () => {});
+    try {
+      const put = await this.storage.put(key, meter, {
+        contentType: req.contentType,
+        beforeCommit: () => {
+          if (req.declaredSize !== undefined && meter.bytes !== req.declaredSize) {
+            throw new AppError(ErrorCode.SIZE_MISMATCH, `received ${meter.bytes} bytes, expected ${req.declaredSize}`);
+          }
+          if (req.expectedSha256 !== undefined && meter.sha256 !== req.expectedSha256) {
+            throw new AppError(ErrorCode.CHECKSUM_MISMATCH, `SHA-256 mismatch: received ${meter.sha256}, expected ${req.expectedSha256}`, {
+              sha256: meter.sha256,
+            });
+          }
+        },
+      });
+      const done = await this.runs.transition(run.run_id, 'succeeded', { size: put.size, sha256: meter.sha256 });
+      this.emitFinished(done, 'succeeded');
+      return { run_id: run.run_id, s3_key: key, path, size: put.size, sha256: meter.sha256 };
+    } catch (err) {
+      const reported = abortedAs(err, req.body);
+      req.body.destroy();
+      throw await this.fail(run, reported);
+    }
+  }
+}
+
+/** A body that ended early (client went away) is reported as UPLOAD_ABORTED, not a server fault. */
+function abortedAs(err: unknown, body: Readable): unknown {
+  if (isAppError(err)) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.name === 'AbortError' || body.errored) {
+    return new AppError(ErrorCode.UPLOAD_ABORTED, 'the upload was interrupted before it completed', undefined, { cause: err });
+  }
+  return err;
+}

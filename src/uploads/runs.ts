@@ -1,0 +1,148 @@
+import { randomUUID } from 'node:crypto';
+import type { Kysely, Selectable, Updateable } from 'kysely';
+import type { Database, RunKind, RunStatus, RunsTable } from '../db/schema.js';
+import { AppError, ErrorCode } from '../errors.js';
+
+export type Run = Selectable<RunsTable>;
+
+/**
+ * The lifecycle of spec 001, in one place:
+ * queued -> processing -> succeeded|failed, or queued -> succeeded|failed.
+ * Terminal states never move.
+ */
+export const TRANSITIONS: Readonly<Record<RunStatus, readonly RunStatus[]>> = {
+  queued: ['processing', 'succeeded', 'failed'],
+  processing: ['succeeded', 'failed'],
+  succeeded: [],
+  failed: [],
+};
+
+export function isTerminal(status: RunStatus): boolean {
+  return TRANSITIONS[status].length === 0;
+}
+
+/** The statuses a run may be in to move to `to`. */
+function sourcesOf(to: RunStatus): RunStatus[] {
+  return (Object.keys(TRANSITIONS) as RunStatus[]).filter((from) => TRANSITIONS[from].includes(to));
+}
+
+export interface NewRun {
+  client: string;
+  kind: RunKind;
+  path: string;
+  objectKey: string;
+  /** `processing` for uploads whose bytes start flowing at once. */
+  status: 'queued' | 'processing';
+  size?: number | null;
+  contentType?: string | null;
+  filename?: string | null;
+}
+
+export interface Finish {
+  size?: number | null;
+  sha256?: string | null;
+  errorCode?: string | null;
+  errorMessage?: string | null;
+}
+
+export class RunStore {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  async create(input: NewRun, now = Date.now()): Promise<Run> {
+    const run: Run = {
+      run_id: randomUUID(),
+      client: input.client,
+      kind: input.kind,
+      status: input.status,
+      path: input.path,
+      object_key: input.objectKey,
+      size: input.size ?? null,
+      sha256: null,
+      content_type: input.contentType ?? null,
+      filename: input.filename ?? null,
+      error_code: null,
+      error_message: null,
+      created_at: now,
+      updated_at: now,
+      started_at: input.status === 'processing' ? now : null,
+      finished_at: null,
+      total_ms: null,
+      bytes_per_sec: null,
+      deleted_at: null,
+    };
+    await this.db.insertInto('runs').values(run).execute();
+    return run;
+  }
+
+  async get(runId: string): Promise<Run | undefined> {
+    return this.db.selectFrom('runs').selectAll().where('run_id', '=', runId).executeTakeFirst();
+  }
+
+  /**
+   * Move a run to `to`, atomically: the update only applies while the run is
+   * in a state that may move there, so concurrent writers cannot break the rules.
+   */
+  async transition(runId: string, to: RunStatus, finish: Finish = {}, now = Date.now()): Promise<Run> {
+    const patch: Updateable<RunsTable> = { status: to, updated_at: now };
+    if (finish.size !== undefined) patch.size = finish.size;
+    if (finish.sha256 !== undefined) patch.sha256 = finish.sha256;
+    if (finish.errorCode !== undefined) patch.error_code = finish.errorCode;
+    if (finish.errorMessage !== undefined) patch.error_message = finish.errorMessage;
+    const from = sourcesOf(to);
+    const current = await this.get(runId);
+    if (!current) throw new AppError(ErrorCode.NOT_FOUND, `run ${runId} not found`);
+    if (!from.includes(current.status)) {
+      throw new AppError(ErrorCode.INVALID_TRANSITION, `run ${runId} cannot move from ${current.status} to ${to}`, {
+        run_id: runId,
+        from: current.status,
+        to,
+      });
+    }
+    if (to === 'processing') patch.started_at = current.started_at ?? now;
+    if (isTerminal(to)) {
+      patch.finished_at = now;
+      const startedAt = current.started_at ?? current.created_at;
+      const totalMs = Math.max(0, now - startedAt);
+      patch.total_ms = totalMs;
+      const size = finish.size ?? current.size;
+      if (to === 'succeeded' && size !== null && size !== undefined) {
+        patch.bytes_per_sec = totalMs > 0 ? Math.round((size * 1000) / totalMs) : null;
+      }
+    }
+    const res = await this.db.updateTable('runs').set(patch).where('run_id', '=', runId).where('status', 'in', from).executeTakeFirst();
+    if (Number(res.numUpdatedRows) === 0) {
+      const now2 = await this.get(runId);
+      throw new AppError(ErrorCode.INVALID_TRANSITION, `run ${runId} cannot move from ${now2?.status ?? 'unknown'} to ${to}`, {
+        run_id: runId,
+        from: now2?.status,
+        to,
+      });
+    }
+    return { ...current, ...patch } as Run;
+  }
+
+  /** The latest successful upload at a key that still exists in the records. */
+  async latestAt(objectKey: string): Promise<Run | undefined> {
+    return this.db
+      .selectFrom('runs')
+      .selectAll()
+      .where('object_key', '=', objectKey)
+      .where('status', '=', 'succeeded')
+      .where('deleted_at', 'is', null)
+      .orderBy('finished_at', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+  }
+
+  /** Note that the object at `objectKey` was deleted (by the client or the sweeper). */
+  async markDeleted(objectKey: string, now = Date.now()): Promise<number> {
+    const res = await this.db
+      .updateTable('runs')
+      .set({ deleted_at: now, updated_at: now })
+      .where('object_key', '=', objectKey)
+      .where('status', '=', 'succeeded')
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows);
+  }
+}
