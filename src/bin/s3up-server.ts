@@ -2,7 +2,6 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, generateApiKey, loadConfig, sha256Hex } from '../config/load.js';
-import { startServer } from '../server/main.js';
 import { VERSION } from '../version.js';
 
 const USAGE = `Usage:
@@ -32,6 +31,8 @@ async function serve(argv: string[]): Promise<void> {
   }
   if (values.port !== undefined && !/^\d+$/.test(values.port)) fail(`--port must be a number, got "${values.port}"`, 2);
   const config = loadConfig({ configPath: values.config, host: values.host, port: values.port === undefined ? undefined : Number(values.port) });
+  // Loaded only once the config is valid: a bad config or `keygen` answers without loading the HTTP and S3 stacks.
+  const { startServer } = await import('../server/main.js');
   const server = await startServer(config);
   if (config.devKey) {
     const rel = path.relative(process.cwd(), config.devKey.file) || config.devKey.file;

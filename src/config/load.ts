@@ -173,7 +173,8 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
       raw = parseYaml(text) ?? {};
     } catch (err) {
       const where = err instanceof YAMLParseError && err.linePos ? `line ${err.linePos[0].line}` : '';
-      const msg = err instanceof Error ? (err.message.split('\n')[0] ?? 'invalid YAML') : 'invalid YAML';
+      // The first line only (the rest quotes the file, which may hold secrets), without its trailing colon.
+      const msg = err instanceof Error ? (err.message.split('\n')[0] ?? 'invalid YAML').replace(/:\s*$/, '') : 'invalid YAML';
       throw new ConfigError(source, where, `not valid YAML: ${msg}`);
     }
     if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {

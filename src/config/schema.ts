@@ -3,11 +3,20 @@ import { z } from 'zod';
 /** Client names become a path segment of every key: keep them boring. */
 export const CLIENT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
 
-const port = z.coerce.number().int().min(0).max(65535);
-const bool = z.union([
-  z.boolean(),
-  z.enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off', '']).transform((v) => v === '1' || v === 'true' || v === 'yes' || v === 'on'),
-]);
+const port = z.coerce.number({ error: 'must be a port number (0-65535)' }).int('must be a port number (0-65535)').min(0).max(65535);
+const BOOL_WORDS = ['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off', ''] as const;
+/** true/false, also from the environment: 1/0, yes/no, on/off in any case. */
+const bool = z.union(
+  [
+    z.boolean(),
+    z
+      .string()
+      .transform((v) => v.trim().toLowerCase())
+      .pipe(z.enum(BOOL_WORDS))
+      .transform((v) => v === '1' || v === 'true' || v === 'yes' || v === 'on'),
+  ],
+  { error: 'must be true or false (or 1/0, yes/no, on/off)' },
+);
 
 export const clientSchema = z
   .object({
