@@ -7,6 +7,7 @@ import { VERSION } from '../version.js';
 const USAGE = `Usage:
   s3up-server [--config server.yaml] [--host H] [--port N]   run the gateway
   s3up-server keygen                                           print a new API key and its SHA-256
+  s3up-server sweep [--config F] [--dry-run] [--json]          run the retention sweeper once, print what it removes
   s3up-server --version | --help
 
 With no --config (and no S3UP_CONFIG), the gateway runs on embedded defaults:
@@ -77,6 +78,11 @@ async function main(): Promise<void> {
     case '-v':
       process.stdout.write(`${VERSION}\n`);
       return;
+    case 'sweep': {
+      const { sweepCommand } = await import('../retention/cli.js');
+      process.exitCode = await sweepCommand(rest);
+      return;
+    }
     case 'keygen': {
       const key = generateApiKey();
       process.stdout.write(`api_key: ${key}\napi_key_sha256: ${sha256Hex(key)}\n`);

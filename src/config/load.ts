@@ -38,6 +38,8 @@ export interface ResolvedConfig {
   databaseUrl: string;
   adminToken: string | undefined;
   clients: ResolvedClient[];
+  /** Absolute path of the feature-flags document (FEATURE_FLAGS_CONFIG_PATH). */
+  featureFlagsPath: string;
   /** Set when the gateway runs on embedded defaults with a generated dev key. */
   devKey: { client: string; key: string; file: string; generated: boolean } | undefined;
 }
@@ -97,6 +99,13 @@ const ENV_OVERRIDES: Array<[env: string, keyPath: string[]]> = [
   ['PORT', ['server', 'port']],
   ['LOG_LEVEL', ['server', 'log_level']],
   ['ADMIN_TOKEN', ['admin', 'token']],
+  ['RUNS_TTL_DAYS', ['retention', 'ttl_days']],
+  ['SWEEP_INTERVAL_MINUTES', ['retention', 'sweep_interval_minutes']],
+  ['SWEEPER_ENABLED', ['retention', 'enabled']],
+  ['RUNS_PRUNE_MAX_RUNS', ['runs', 'prune_max_runs']],
+  ['RUNS_PRUNE_MAX_AGE_DAYS', ['runs', 'prune_max_age_days']],
+  ['FEATURE_FLAGS_CONFIG_PATH', ['feature_flags', 'config_path']],
+  ['METRICS_PUBLIC', ['metrics', 'public']],
 ];
 
 function setPath(obj: Record<string, unknown>, keyPath: string[], value: unknown): void {
@@ -264,5 +273,6 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
       retentionDays: c.retention_days,
     })),
     devKey,
+    featureFlagsPath: path.resolve(cwd, config.feature_flags.config_path),
   };
 }

@@ -111,6 +111,40 @@ export const configSchema = z
       .default({ token: '' })
       .refine((a) => a.token === '' || a.token.length >= 16, { message: 'token must be at least 16 characters' }),
     clients: z.array(clientSchema).default([]),
+    /** Retention sweeper (spec 000): objects older than ttl_days (or a client's retention_days) are deleted. */
+    retention: z
+      .object({
+        enabled: bool.default(true),
+        ttl_days: z.coerce.number().positive().default(30),
+        sweep_interval_minutes: z.coerce.number().positive().max(1440).default(5),
+      })
+      .strict()
+      .default({ enabled: true, ttl_days: 30, sweep_interval_minutes: 5 }),
+    /** Upload records (spec 001): periodic pruning of terminal records. Unset: no periodic prune. */
+    runs: z
+      .object({
+        prune_max_runs: z.coerce.number().int().min(0).optional(),
+        prune_max_age_days: z.coerce.number().positive().optional(),
+      })
+      .strict()
+      .default({}),
+    /** Remote config: feature flags document (spec 001) and upload settings handed to agents by GET /config. */
+    feature_flags: z
+      .object({ config_path: z.string().min(1).default('./data/config/feature_flags.json') })
+      .strict()
+      .default({ config_path: './data/config/feature_flags.json' }),
+    remote_config: z
+      .object({
+        chunk_size_mb: z.coerce.number().positive().max(5120).default(8),
+        concurrency: z.coerce.number().int().min(1).max(64).default(4),
+      })
+      .strict()
+      .default({ chunk_size_mb: 8, concurrency: 4 }),
+    /** GET /metrics: admin token (x-admin-token or Bearer) unless public. */
+    metrics: z
+      .object({ public: bool.default(false) })
+      .strict()
+      .default({ public: false }),
   })
   .strict();
 

@@ -48,6 +48,39 @@ const migrations: Record<string, Migration> = {
       await db.schema.dropTable('runs').execute();
     },
   },
+  // Issue 4: daily client reports, a lease so only one gateway sweeps at a time,
+  // and an index for status-filtered listings of one client.
+  '0003_records': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('client_reports')
+        .addColumn('client', 'text', (c) => c.notNull())
+        .addColumn('date', 'text', (c) => c.notNull())
+        .addColumn('files_uploaded', 'bigint', (c) => c.notNull())
+        .addColumn('bytes', 'bigint', (c) => c.notNull())
+        .addColumn('failures', 'bigint', (c) => c.notNull())
+        .addColumn('queue_depth', 'bigint', (c) => c.notNull())
+        .addColumn('agent_version', 'text')
+        .addColumn('host', 'text')
+        .addColumn('received_at', 'bigint', (c) => c.notNull())
+        .addColumn('first_received_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('client_reports_pk', ['client', 'date'])
+        .execute();
+      await db.schema.createIndex('client_reports_received_idx').on('client_reports').columns(['client', 'received_at']).execute();
+      await db.schema
+        .createTable('leases')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('holder', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('runs_client_status_created_idx').on('runs').columns(['client', 'status', 'created_at', 'run_id']).execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropIndex('runs_client_status_created_idx').execute();
+      await db.schema.dropTable('leases').execute();
+      await db.schema.dropTable('client_reports').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

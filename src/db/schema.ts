@@ -37,7 +37,31 @@ export interface HeartbeatTable {
   at: Millis;
 }
 
+/** A client's daily report (spec 002), one row per (client, date), upserted. */
+export interface ClientReportsTable {
+  client: string;
+  /** UTC day, YYYY-MM-DD. */
+  date: string;
+  files_uploaded: number;
+  bytes: number;
+  failures: number;
+  queue_depth: number;
+  agent_version: string | null;
+  host: string | null;
+  received_at: Millis;
+  first_received_at: Millis;
+}
+
+/** A named lease (e.g. "sweeper") so only one gateway runs a periodic job at a time. */
+export interface LeasesTable {
+  name: string;
+  holder: string;
+  expires_at: Millis;
+}
+
 export interface Database {
+  client_reports: ClientReportsTable;
+  leases: LeasesTable;
   runs: RunsTable;
   heartbeat: HeartbeatTable;
 }

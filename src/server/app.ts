@@ -10,8 +10,17 @@ import { AppError, type ErrorBody, ErrorCode, isAppError } from '../errors.js';
 import type { StorageBackend } from '../storage/types.js';
 import type { UploadPipeline } from '../uploads/pipeline.js';
 import type { RunStore } from '../uploads/runs.js';
+import type { FlagStore } from '../flags/store.js';
+import type { Metrics } from '../metrics/index.js';
+import type { ReportStore } from '../reports/store.js';
+import type { Sweeper } from '../retention/sweeper.js';
+import type { RunQuery } from '../runs/query.js';
 import { authenticate, secretEquals } from './auth.js';
+import { clientRoutes } from './routes/clients.js';
+import { flagRoutes } from './routes/flags.js';
 import { healthRoutes } from './routes/health.js';
+import { observabilityRoutes, registerOpenApi } from './routes/observability.js';
+import { runRoutes } from './routes/runs.js';
 import { objectRoutes } from './routes/objects.js';
 import { uploadRoutes } from './routes/uploads.js';
 
@@ -41,6 +50,12 @@ export interface AppContext {
   instanceId: string;
   /** Set when shutdown begins; new requests are refused with SHUTTING_DOWN. */
   closing: { value: boolean };
+  /** Issue 4: records queries, retention, reports, flags, metrics. */
+  runQuery: RunQuery;
+  sweeper: Sweeper;
+  reports: ReportStore;
+  flags: FlagStore;
+  metrics: Metrics;
 }
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -163,6 +178,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
 
   app.setErrorHandler((err, request, reply) => {
     const appErr = toAppError(err);
+    ctx.metrics.errorCode(appErr.code);
     if (appErr.status >= 500) {
       request.log.error({ err: appErr.cause ?? err, error_code: appErr.code }, appErr.message);
     } else {
@@ -171,11 +187,18 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     return sendError(request, reply, appErr);
   });
 
-  app.setNotFoundHandler((request, reply) =>
-    sendError(request, reply, new AppError(ErrorCode.NOT_FOUND, `no route for ${request.method} ${request.url.split('?')[0]}`)),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    ctx.metrics.errorCode(ErrorCode.NOT_FOUND);
+    return sendError(request, reply, new AppError(ErrorCode.NOT_FOUND, `no route for ${request.method} ${request.url.split('?')[0]}`));
+  });
 
-  await app.register(healthRoutes, { ctx });
+  // Before any route, so the OpenAPI document sees them all.
+  await registerOpenApi(app);
+  await app.register(healthRoutes, { ctx, extraChecks: { feature_flags: () => ctx.flags.checkWritable() } });
+  await app.register(runRoutes, { ctx });
+  await app.register(clientRoutes, { ctx });
+  await app.register(flagRoutes, { ctx });
+  await app.register(observabilityRoutes, { ctx });
   await app.register(uploadRoutes, { ctx });
   await app.register(objectRoutes, { ctx });
   return app;

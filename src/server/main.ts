@@ -5,6 +5,11 @@ import pino, { type Logger } from 'pino';
 import type { ResolvedConfig } from '../config/load.js';
 import { migrate, openDatabase, redactUrl } from '../db/index.js';
 import { openStorage } from '../storage/index.js';
+import { FlagStore } from '../flags/store.js';
+import { Metrics } from '../metrics/index.js';
+import { ReportStore } from '../reports/store.js';
+import { createSweeper } from '../retention/index.js';
+import { RunQuery } from '../runs/query.js';
 import { UploadPipeline } from '../uploads/pipeline.js';
 import { RunStore } from '../uploads/runs.js';
 import { VERSION } from '../version.js';
@@ -46,9 +51,30 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
   const storage = await openStorage(config.storage);
   const runs = new RunStore(db.db);
   const pipeline = new UploadPipeline(storage, runs, config.storage.pathPrefix);
-  const ctx: AppContext = { config, db, runs, storage, pipeline, logger, instanceId: randomUUID(), closing: { value: false } };
+  const instanceId = randomUUID();
+  const metrics = new Metrics();
+  pipeline.observe(metrics.uploadObserver());
+  const flags = await FlagStore.open(config.featureFlagsPath);
+  if (flags.loadError) logger.error({ error: flags.loadError }, 'feature flags not loaded: serving none until a valid document is PUT');
+  const sweeper = createSweeper({ config, db: db.db, storage, logger, instanceId, metrics });
+  const ctx: AppContext = {
+    config,
+    db,
+    runs,
+    storage,
+    pipeline,
+    logger,
+    instanceId,
+    closing: { value: false },
+    runQuery: new RunQuery(db.db),
+    sweeper,
+    reports: new ReportStore(db.db),
+    flags,
+    metrics,
+  };
   const app = await buildApp(ctx);
   await app.listen({ host: config.host, port: config.port });
+  sweeper.start();
   const addr = app.server.address() as AddressInfo;
   const scheme = config.tls ? 'https' : 'http';
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -67,10 +93,12 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
         app.server.closeAllConnections();
       }, graceMs);
       force.unref();
+      const sweeping = sweeper.stop();
       try {
         await app.close();
       } finally {
         clearTimeout(force);
+        await sweeping;
         await storage.close();
         await db.close();
       }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError, ErrorCode } from '../errors.js';
-import type { ByteRange, GetResult, ObjectInfo, PutOptions, PutResult, StorageBackend } from './types.js';
+import type { ByteRange, DeleteManyResult, GetResult, ObjectInfo, PutOptions, PutResult, StorageBackend } from './types.js';
 
 /** Staging area inside the root, so the final rename never crosses a filesystem. */
 export const FS_TMP_DIR = '.s3up-tmp';
@@ -154,6 +154,19 @@ export class FsStorage implements StorageBackend {
       const code = (err as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ENOTDIR') throw storageError(err, 'delete');
     }
+  }
+
+  async deleteMany(keys: string[]): Promise<DeleteManyResult> {
+    const out: DeleteManyResult = { deleted: [], errors: [] };
+    for (const key of keys) {
+      try {
+        await this.delete(key);
+        out.deleted.push(key);
+      } catch (err) {
+        out.errors.push({ key, message: (err as Error).message });
+      }
+    }
+    return out;
   }
 
   /** Remove empty folders from `dir` up to (not including) `stopAt`. */

@@ -6,6 +6,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
@@ -18,7 +19,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { AppError, ErrorCode } from '../errors.js';
-import type { ByteRange, GetResult, MultipartCapability, ObjectInfo, PresignCapability, PutOptions, PutResult, StorageBackend, StoredPart } from './types.js';
+import type { ByteRange, DeleteManyResult, GetResult, MultipartCapability, ObjectInfo, PresignCapability, PutOptions, PutResult, StorageBackend, StoredPart } from './types.js';
 
 // The SDK warns on every process start under Node 20; users of our CLIs must not see it.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -301,6 +302,29 @@ export class S3Storage implements StorageBackend {
       if (isNotFound(err)) return;
       throw s3Error(err, 'delete');
     }
+  }
+
+  async deleteMany(keys: string[]): Promise<DeleteManyResult> {
+    const out: DeleteManyResult = { deleted: [], errors: [] };
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      try {
+        const res = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+        );
+        const failed = new Set<string>();
+        for (const e of res.Errors ?? []) {
+          if (!e.Key) continue;
+          failed.add(e.Key);
+          out.errors.push({ key: e.Key, message: `${e.Code ?? 'error'}: ${e.Message ?? ''}`.trim() });
+        }
+        for (const k of batch) if (!failed.has(k)) out.deleted.push(k);
+      } catch (err) {
+        const e = s3Error(err, 'delete objects');
+        for (const k of batch) out.errors.push({ key: k, message: e.message });
+      }
+    }
+    return out;
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {

@@ -36,6 +36,11 @@ export interface GetResult {
   info: ObjectInfo;
 }
 
+export interface DeleteManyResult {
+  deleted: string[];
+  errors: Array<{ key: string; message: string }>;
+}
+
 /** One stored part of a resumable upload. */
 export interface StoredPart {
   partNumber: number;
@@ -76,6 +81,8 @@ export interface StorageBackend {
   delete(key: string): Promise<void>;
   /** Every object below a key prefix (which should end with '/'). */
   list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Delete many objects (S3: DeleteObjects in batches of 1000). Missing keys count as deleted. */
+  deleteMany?(keys: string[]): Promise<DeleteManyResult>;
   /** Throws when the store cannot be reached or written (used by /ready). */
   check(): Promise<void>;
   close(): Promise<void>;
