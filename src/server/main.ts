@@ -23,6 +23,8 @@ export const REDACT_PATHS = [
   'headers.authorization',
   'headers["x-api-key"]',
   'headers["x-admin-token"]',
+  // Node's HTTP parser errors carry the raw request bytes (headers included); Fastify logs them at trace.
+  'err.rawPacket',
 ];
 
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {

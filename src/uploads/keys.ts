@@ -25,37 +25,47 @@ function check(form: string, label: string): void {
   }
 }
 
-function tryDecode(s: string): string | undefined {
-  if (!s.includes('%')) return undefined;
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return undefined;
-  }
+/**
+ * Decode every run of %XX escapes as UTF-8, leniently: invalid bytes become
+ * U+FFFD and a stray "%" stays, so one bad escape cannot hide the others
+ * (decodeURIComponent gives up on the whole string instead).
+ */
+function lenientDecode(s: string): string {
+  return s.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => Buffer.from(run.replaceAll('%', ''), 'hex').toString('utf8'));
 }
+
+/** Enough for any real path; more distinct spellings than this is an attack. */
+const MAX_SPELLINGS = 64;
 
 /**
  * Validate a client-supplied relative path and return its canonical (NFC) form.
- * The path is checked as given, NFC- and NFKC-normalized, and percent-decoded
- * (once and twice), so that no spelling of "..", "/" or "\" slips through to a
- * store or a proxy that decodes or normalizes later.
+ * The path is checked as given and in every spelling reachable by NFC/NFKC
+ * normalization and repeated percent-decoding (in any order), so that no
+ * spelling of "..", "/" or "\" slips through to a store, proxy or tool that
+ * decodes or normalizes later.
  */
 export function validateClientPath(input: unknown): string {
   if (typeof input !== 'string') throw invalid('must be a string');
   if (!input.isWellFormed()) throw invalid('not valid Unicode');
+  check(input, '');
   const nfc = input.normalize('NFC');
-  const forms: Array<[string, string]> = [
-    [input, ''],
-    [nfc, ''],
-    [input.normalize('NFKC'), ' (after Unicode normalization)'],
-  ];
-  const once = tryDecode(input);
-  if (once !== undefined) {
-    forms.push([once, ' (after percent-decoding)'], [once.normalize('NFKC'), ' (after percent-decoding)']);
-    const twice = tryDecode(once);
-    if (twice !== undefined) forms.push([twice, ' (after percent-decoding)']);
+  const seen = new Set<string>([input]);
+  const queue: Array<[string, string]> = [[input, '']];
+  for (let item = queue.shift(); item !== undefined; item = queue.shift()) {
+    const [form, label] = item;
+    const next: Array<[string, string]> = [
+      [form.normalize('NFC'), label || ' (after Unicode normalization)'],
+      [form.normalize('NFKC'), label || ' (after Unicode normalization)'],
+      [lenientDecode(form), ' (after percent-decoding)'],
+    ];
+    for (const [f, l] of next) {
+      if (seen.has(f)) continue;
+      if (seen.size >= MAX_SPELLINGS) throw invalid('too many layers of encoding');
+      seen.add(f);
+      check(f, l);
+      queue.push([f, l]);
+    }
   }
-  for (const [form, label] of forms) check(form, label);
   return nfc;
 }
 
