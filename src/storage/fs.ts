@@ -26,6 +26,54 @@ async function fsyncPath(p: string): Promise<void> {
   }
 }
 
+interface DirSyncState {
+  running?: Promise<void> | undefined;
+  queued?: Promise<void> | undefined;
+}
+
+/**
+ * Group commit for directory fsyncs. A caller that renamed a file into `dir`
+ * needs an fsync of `dir` that STARTS after its rename. If none is running,
+ * it starts one; if one is running (it may have started before the rename),
+ * the caller waits for the next one, which every caller arriving meanwhile
+ * shares. Many concurrent publishes into one folder then cost a few fsyncs
+ * instead of one each, with the same guarantee for every caller.
+ */
+class DirSyncer {
+  private readonly dirs = new Map<string, DirSyncState>();
+
+  sync(dir: string): Promise<void> {
+    let state = this.dirs.get(dir);
+    if (!state) {
+      state = {};
+      this.dirs.set(dir, state);
+    }
+    const s = state;
+    if (s.queued) return s.queued;
+    if (!s.running) return this.start(dir, s);
+    const queued = s.running
+      .then(
+        () => {},
+        () => {},
+      )
+      .then(() => {
+        s.queued = undefined;
+        return this.start(dir, s);
+      });
+    s.queued = queued;
+    return queued;
+  }
+
+  private start(dir: string, s: DirSyncState): Promise<void> {
+    const p: Promise<void> = fsyncPath(dir).finally(() => {
+      if (s.running === p) s.running = undefined;
+      if (!s.running && !s.queued) this.dirs.delete(dir);
+    });
+    s.running = p;
+    return p;
+  }
+}
+
 function storageError(err: unknown, what: string): AppError {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new AppError(ErrorCode.STORAGE_UNAVAILABLE, `storage is full (${what})`, undefined, { cause: err });
@@ -47,6 +95,7 @@ export class FsStorage implements StorageBackend {
   readonly kind = 'fs' as const;
   readonly root: string;
   readonly tmpDir: string;
+  private readonly dirSyncer = new DirSyncer();
 
   private constructor(root: string) {
     this.root = path.resolve(root);
@@ -101,9 +150,16 @@ export class FsStorage implements StorageBackend {
   async publish(tmp: string, finalPath: string): Promise<void> {
     const dir = path.dirname(finalPath);
     try {
-      await mkdir(dir, { recursive: true });
-      await rename(tmp, finalPath);
-      await fsyncPath(dir);
+      try {
+        await rename(tmp, finalPath);
+      } catch (err) {
+        // The folder is usually there already: create it only when the rename says it is not.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        await mkdir(dir, { recursive: true });
+        await rename(tmp, finalPath);
+      }
+      // Make the rename durable (shared with concurrent publishes into the same folder).
+      await this.dirSyncer.sync(dir);
     } catch (err) {
       throw storageError(err, 'publish');
     }
