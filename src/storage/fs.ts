@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdir, open, opendir, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -132,6 +132,9 @@ export class FsStorage implements StorageBackend {
       try {
         await pipeline(body, out);
       } catch (err) {
+        // A body that fails before the file is even open would otherwise let the
+        // open complete after the unlink below: wait for the stream to let go.
+        if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
         // Disk-side failures become storage errors; a client abort or a limit stays as it is.
         throw DISK_ERRORS.has((err as NodeJS.ErrnoException).code ?? '') ? storageError(err, 'write') : err;
       }
@@ -190,15 +193,21 @@ export class FsStorage implements StorageBackend {
     }
     // Stat the open handle, so the size matches the bytes we stream even if the
     // object is replaced meanwhile (a rename never changes an open file).
-    const st = await fh.stat();
+    let st: Awaited<ReturnType<typeof fh.stat>>;
+    try {
+      st = await fh.stat();
+    } catch (err) {
+      await fh.close();
+      throw storageError(err, 'stat');
+    }
     if (!st.isFile()) {
       await fh.close();
       return null;
     }
-    const body = createReadStream('', { fd: fh.fd, autoClose: true, start: range?.start, end: range?.end, highWaterMark: WRITE_HWM });
-    body.on('close', () => {
-      fh.close().catch(() => {});
-    });
+    // The stream owns the handle and closes it exactly once. (Closing the raw fd
+    // and then the FileHandle as well would close a number that another request
+    // may already have been given again.)
+    const body = fh.createReadStream({ start: range?.start, end: range?.end, highWaterMark: WRITE_HWM });
     return { body, info: { key, size: st.size, lastModified: st.mtime, etag: statEtag(st.size, st.mtimeMs) } };
   }
 

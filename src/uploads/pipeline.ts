@@ -18,8 +18,14 @@ export interface IngestRequest {
   declaredSize?: number | undefined;
   contentType?: string | undefined;
   filename?: string | undefined;
-  /** Hex SHA-256 the client expects; a mismatch publishes nothing. */
+  /** Hex SHA-256 the client expects; a mismatch publishes nothing. Read at commit time (after `beforeCommit`). */
   expectedSha256?: string | undefined;
+  /**
+   * Called once the body is fully staged, before the checks and the publish:
+   * an adapter that must read the rest of its request (a multipart form) does
+   * it here; throwing publishes nothing.
+   */
+  beforeCommit?: (() => Promise<void>) | undefined;
 }
 
 export interface IngestResult {
@@ -112,7 +118,8 @@ export class UploadPipeline {
     try {
       const put = await this.storage.put(key, meter, {
         contentType: req.contentType,
-        beforeCommit: () => {
+        beforeCommit: async () => {
+          await req.beforeCommit?.();
           if (req.declaredSize !== undefined && meter.bytes !== req.declaredSize) {
             throw new AppError(ErrorCode.SIZE_MISMATCH, `received ${meter.bytes} bytes, expected ${req.declaredSize}`);
           }
@@ -134,9 +141,20 @@ export class UploadPipeline {
   }
 }
 
+const MALFORMED_MULTIPART = /unexpected end of (multipart data|form)|terminated early due to unexpected end|malformed part header|boundary not found/i;
+
+/** A multipart parser's complaint about the body itself (bad boundary, truncated form): the client's fault. */
+export function malformedMultipart(err: unknown): AppError | undefined {
+  const message = (err as Error | undefined)?.message;
+  if (typeof message !== 'string' || !MALFORMED_MULTIPART.test(message)) return undefined;
+  return new AppError(ErrorCode.INVALID_REQUEST, `malformed multipart body: ${message}`, undefined, { cause: err });
+}
+
 /** A body that ended early (client went away) is reported as UPLOAD_ABORTED, not a server fault. */
 function abortedAs(err: unknown, body: Readable): unknown {
   if (isAppError(err)) return err;
+  const malformed = malformedMultipart(err) ?? malformedMultipart(body.errored);
+  if (malformed) return malformed;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.name === 'AbortError' || body.errored) {
     return new AppError(ErrorCode.UPLOAD_ABORTED, 'the upload was interrupted before it completed', undefined, { cause: err });

@@ -76,47 +76,53 @@ export async function objectRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     },
   );
 
-  async function download(request: FastifyRequest, reply: FastifyReply, rawPath: unknown) {
-    const d = await describe(request, rawPath);
-    if (!d.info) throw new AppError(ErrorCode.NOT_FOUND, 'no object at this path');
-    const etag = d.record?.sha256 ? `"${d.record.sha256}"` : d.info.etag;
-    const size = d.info.size;
-    reply.header('etag', etag);
-    reply.header('last-modified', d.info.lastModified.toUTCString());
-    reply.header('accept-ranges', 'bytes');
-    reply.header('content-type', d.record?.content_type ?? d.info.contentType ?? 'application/octet-stream');
-    reply.header('content-disposition', contentDisposition(d.rel));
-    // Uploaded content is served from our origin: never let a browser render it.
-    reply.header('x-content-type-options', 'nosniff');
-    reply.header('content-security-policy', "default-src 'none'; sandbox");
-    if (d.record?.sha256) reply.header('x-s3up-sha256', d.record.sha256);
+  /** Attempts to read a consistent object while it is being overwritten. */
+  const READ_ATTEMPTS = 5;
 
-    const inm = request.headers['if-none-match'];
-    if (typeof inm === 'string' && inm.split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
-      return reply.code(304).send();
+  async function download(request: FastifyRequest, reply: FastifyReply, rawPath: unknown) {
+    for (let attempt = 1; ; attempt++) {
+      const d = await describe(request, rawPath);
+      if (!d.info) throw new AppError(ErrorCode.NOT_FOUND, 'no object at this path');
+      const etag = d.record?.sha256 ? `"${d.record.sha256}"` : d.info.etag;
+      const size = d.info.size;
+      reply.code(200);
+      reply.removeHeader('content-range');
+      reply.header('etag', etag);
+      reply.header('last-modified', d.info.lastModified.toUTCString());
+      reply.header('accept-ranges', 'bytes');
+      reply.header('content-type', d.record?.content_type ?? d.info.contentType ?? 'application/octet-stream');
+      reply.header('content-disposition', contentDisposition(d.rel));
+      // Uploaded content is served from our origin: never let a browser render it.
+      reply.header('x-content-type-options', 'nosniff');
+      reply.header('content-security-policy', "default-src 'none'; sandbox");
+      if (d.record?.sha256) reply.header('x-s3up-sha256', d.record.sha256);
+      else reply.removeHeader('x-s3up-sha256');
+
+      const inm = request.headers['if-none-match'];
+      if (typeof inm === 'string' && inm.split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
+        return reply.code(304).send();
+      }
+      let range = parseRange(typeof request.headers.range === 'string' ? request.headers.range : undefined, size);
+      const ifRange = request.headers['if-range'];
+      if (range !== undefined && typeof ifRange === 'string' && ifRange !== etag) range = undefined;
+      if (range === 'unsatisfiable') {
+        reply.header('content-range', `bytes */${size}`);
+        throw new AppError(ErrorCode.RANGE_NOT_SATISFIABLE, `range not satisfiable for an object of ${size} bytes`);
+      }
+      const length = range ? range.end - range.start + 1 : size;
+      reply.header('content-length', String(length));
+      if (range) {
+        reply.code(206);
+        reply.header('content-range', `bytes ${range.start}-${range.end}/${size}`);
+      }
+      if (request.method === 'HEAD') return reply.send();
+      const got = await ctx.storage.get(d.key, range);
+      if (got && got.info.size === size && got.info.etag === d.info.etag) return reply.send(got.body);
+      // Replaced (or deleted) between the check and the read: look again rather than send
+      // headers that describe other bytes.
+      got?.body.destroy();
+      if (attempt >= READ_ATTEMPTS) throw new AppError(ErrorCode.CONFLICT, 'the object kept changing while it was being read; retry');
     }
-    let range = parseRange(typeof request.headers.range === 'string' ? request.headers.range : undefined, size);
-    const ifRange = request.headers['if-range'];
-    if (range !== undefined && typeof ifRange === 'string' && ifRange !== etag) range = undefined;
-    if (range === 'unsatisfiable') {
-      reply.header('content-range', `bytes */${size}`);
-      throw new AppError(ErrorCode.RANGE_NOT_SATISFIABLE, `range not satisfiable for an object of ${size} bytes`);
-    }
-    const length = range ? range.end - range.start + 1 : size;
-    reply.header('content-length', String(length));
-    if (range) {
-      reply.code(206);
-      reply.header('content-range', `bytes ${range.start}-${range.end}/${size}`);
-    }
-    if (request.method === 'HEAD') return reply.send();
-    const got = await ctx.storage.get(d.key, range);
-    if (!got) throw new AppError(ErrorCode.NOT_FOUND, 'no object at this path');
-    if (got.info.size !== size) {
-      // Replaced between the check and the read: report it rather than send a mix.
-      got.body.destroy();
-      throw new AppError(ErrorCode.CONFLICT, 'the object changed while it was being read; retry');
-    }
-    return reply.send(got.body);
   }
 
   app.get('/download', { config: { auth: 'client' }, schema: { summary: 'Download an object (Range, ETag)', querystring: pathQuery } }, (request, reply) =>

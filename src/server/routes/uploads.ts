@@ -1,8 +1,9 @@
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { parseSha256 } from '../../uploads/meter.js';
-import type { IngestResult } from '../../uploads/pipeline.js';
+import { type IngestRequest, type IngestResult, malformedMultipart } from '../../uploads/pipeline.js';
 import type { AppContext } from '../app.js';
 
 /** Room for multipart boundaries and small fields on top of the file itself. */
@@ -47,6 +48,81 @@ const uploadResponseSchema = {
   },
 };
 
+const FORM_ERRORS: Record<string, ErrorCode> = {
+  FST_FILES_LIMIT: ErrorCode.INVALID_REQUEST,
+  FST_PARTS_LIMIT: ErrorCode.INVALID_REQUEST,
+  FST_FIELDS_LIMIT: ErrorCode.INVALID_REQUEST,
+  FST_PROTO_VIOLATION: ErrorCode.INVALID_REQUEST,
+  FST_MP_PREMATURE_CLOSE: ErrorCode.UPLOAD_ABORTED,
+  FST_REQ_FILE_TOO_LARGE: ErrorCode.PAYLOAD_TOO_LARGE,
+};
+
+/** The multipart parser's errors, in the error contract (they may surface inside the pipeline). */
+function formError(err: unknown): unknown {
+  if (err instanceof AppError) return err;
+  const malformed = malformedMultipart(err);
+  if (malformed) return malformed;
+  const code = FORM_ERRORS[(err as { code?: string } | undefined)?.code ?? ''];
+  if (code === ErrorCode.INVALID_REQUEST && (err as { code?: string }).code === 'FST_FILES_LIMIT') {
+    return new AppError(code, 'only one file per request', undefined, { cause: err });
+  }
+  return code ? new AppError(code, (err as Error).message, undefined, { cause: err }) : err;
+}
+
+/**
+ * Read a form: `path` and `sha256` fields (or ?path= and the checksum header),
+ * then exactly one `file`, streamed through the pipeline. The rest of the form
+ * is read before the file is published, so a form that turns out invalid (a
+ * second file, a truncated body) publishes nothing.
+ */
+async function readForm(ctx: AppContext, client: ResolvedClient, request: FastifyRequest): Promise<IngestResult> {
+  let path: string | undefined = (request.query as { path?: string }).path;
+  let expected = headerString(request, CHECKSUM_HEADER);
+  const parts = request.parts({ limits: { fileSize: client.maxFileSize + 1 } })[Symbol.asyncIterator]();
+  for (;;) {
+    const next = await parts.next();
+    if (next.done) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "file" field');
+    const part = next.value;
+    if (part.type === 'field') {
+      if (part.fieldname === 'path') path = String(part.value);
+      else if (part.fieldname === 'sha256') expected = String(part.value);
+      continue;
+    }
+    if (part.fieldname !== 'file') {
+      throw new AppError(ErrorCode.INVALID_REQUEST, `unexpected file field "${part.fieldname}" (the file goes in "file")`);
+    }
+    if (path === undefined) {
+      throw new AppError(ErrorCode.PATH_REQUIRED, 'send the "path" field before the "file" field (or as ?path=)');
+    }
+    const ingest: IngestRequest = {
+      client,
+      path,
+      body: part.file,
+      kind: 'multipart',
+      contentType: part.mimetype || undefined,
+      filename: part.filename || undefined,
+      expectedSha256: expected === undefined ? undefined : parseSha256(expected),
+      beforeCommit: async () => {
+        // The file is staged: read what is left of the form before publishing it.
+        for (;;) {
+          const rest = await parts.next().catch((err: unknown) => {
+            throw formError(err);
+          });
+          if (rest.done) return;
+          const p = rest.value;
+          if (p.type === 'file') {
+            p.file.resume();
+            throw new AppError(ErrorCode.INVALID_REQUEST, 'only one file per request');
+          }
+          if (p.fieldname === 'sha256') ingest.expectedSha256 = parseSha256(String(p.value));
+          else if (p.fieldname === 'path') throw new AppError(ErrorCode.INVALID_REQUEST, 'send the "path" field before the "file" field');
+        }
+      },
+    };
+    return ctx.pipeline.ingest(ingest);
+  }
+}
+
 export async function uploadRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }) {
   // POST /upload: multipart/form-data with `path` (and optional `sha256`) before `file`.
   await app.register(async (scope) => {
@@ -67,34 +143,11 @@ export async function uploadRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
         const client = requireClient(request);
         if (!request.isMultipart())
           throw new AppError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, 'POST /upload takes multipart/form-data; use PUT /objects/<path> for a raw body');
-        let path: string | undefined = (request.query as { path?: string }).path;
-        let expected = headerString(request, CHECKSUM_HEADER);
-        let result: IngestResult | undefined;
-        for await (const part of request.parts({ limits: { fileSize: client.maxFileSize + 1 } })) {
-          if (part.type === 'field') {
-            if (part.fieldname === 'path') path = String(part.value);
-            else if (part.fieldname === 'sha256') expected = String(part.value);
-            continue;
-          }
-          if (part.fieldname !== 'file') {
-            throw new AppError(ErrorCode.INVALID_REQUEST, `unexpected file field "${part.fieldname}" (the file goes in "file")`);
-          }
-          if (result) throw new AppError(ErrorCode.INVALID_REQUEST, 'only one file per request');
-          if (path === undefined) {
-            throw new AppError(ErrorCode.PATH_REQUIRED, 'send the "path" field before the "file" field (or as ?path=)');
-          }
-          result = await ctx.pipeline.ingest({
-            client,
-            path,
-            body: part.file,
-            kind: 'multipart',
-            contentType: part.mimetype || undefined,
-            filename: part.filename || undefined,
-            expectedSha256: expected === undefined ? undefined : parseSha256(expected),
-          });
+        try {
+          return uploadResponse(await readForm(ctx, client, request));
+        } catch (err) {
+          throw formError(err);
         }
-        if (!result) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "file" field');
-        return uploadResponse(result);
       },
     );
   });
