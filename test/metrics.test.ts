@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { registeredRoutes } from '../src/server/routes/observability.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.js';
@@ -68,6 +69,16 @@ describe('metrics and OpenAPI', () => {
     assert.equal(metricValue(text, 's3up_errors_total', { code: 'UNAUTHORIZED' }), 3);
     assert.ok((metricValue(text, 's3up_http_request_duration_seconds_count', { method: 'PUT', route: '/objects/*', status_class: '2xx' }) ?? 0) >= 1);
     assert.ok(text.includes('# TYPE s3up_sweeper_deleted_objects_total counter'));
+  });
+
+  it('the Grafana dashboard only queries metrics the gateway exports', async () => {
+    const dashboard = readFileSync(new URL('../docs/grafana-dashboard.json', import.meta.url), 'utf8');
+    JSON.parse(dashboard);
+    const used = new Set([...dashboard.matchAll(/s3up_[a-z0-9_]+/g)].map((m) => m[0].replace(/_(bucket|count|sum)$/, '')));
+    const text = await (await fetch(`${t.url}/metrics`, { headers: { 'x-admin-token': ADMIN_TOKEN } })).text();
+    const exported = new Set([...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]));
+    assert.ok(used.size >= 10);
+    for (const name of used) assert.ok(exported.has(name), `${name} is not exported`);
   });
 
   it('serves /openapi.json without auth, covering every registered route', async () => {

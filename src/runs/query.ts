@@ -184,7 +184,11 @@ export class RunQuery {
     let q = this.filtered(this.db.selectFrom('runs').selectAll(), f);
     const c = f.cursor;
     if (c) {
-      q = q.where((eb) => eb.or([eb('created_at', '<', c.createdAt), eb.and([eb('created_at', '=', c.createdAt), eb('run_id', '<', c.runId)])]));
+      // The redundant `created_at <=` bound lets both databases start an index range scan at the cursor
+      // (an OR alone makes PostgreSQL scan from the newest row and filter).
+      q = q
+        .where('created_at', '<=', c.createdAt)
+        .where((eb) => eb.or([eb('created_at', '<', c.createdAt), eb.and([eb('created_at', '=', c.createdAt), eb('run_id', '<', c.runId)])]));
     }
     const rows = await q
       .orderBy('created_at', 'desc')
