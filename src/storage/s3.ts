@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -105,6 +105,27 @@ class PartCutter {
     this.length = left.length;
     return part;
   }
+}
+
+/** `take` bytes of `src` after skipping `skip`; the source is released as soon as they are through. */
+function sliceBytes(src: Readable, skip: number, take: number): Readable {
+  async function* gen(): AsyncGenerator<Buffer> {
+    let toSkip = skip;
+    let left = take;
+    for await (const chunk of src) {
+      let c = chunk as Buffer;
+      if (toSkip > 0) {
+        const n = Math.min(toSkip, c.length);
+        toSkip -= n;
+        c = c.subarray(n);
+      }
+      if (c.length > left) c = c.subarray(0, left);
+      left -= c.length;
+      if (c.length > 0) yield c;
+      if (left === 0) break;
+    }
+  }
+  return Readable.from(gen(), { objectMode: false });
 }
 
 export class S3Storage implements StorageBackend {
@@ -285,8 +306,21 @@ export class S3Storage implements StorageBackend {
       let size = out.ContentLength ?? 0;
       const total = out.ContentRange?.match(/\/(\d+)$/)?.[1];
       if (total !== undefined) size = Number(total);
+      let body = out.Body as Readable;
+      if (range) {
+        // Serve exactly the bytes asked for, even from a store that returns more
+        // (s3rver answers bytes=0-0 with the whole object) or ignores the Range.
+        const m = out.ContentRange?.match(/^bytes (\d+)-(\d+)\//);
+        const first = m ? Number(m[1]) : 0;
+        const last = m ? Number(m[2]) : size - 1;
+        if (first > range.start) {
+          body.destroy();
+          throw new AppError(ErrorCode.STORAGE_ERROR, `object store returned bytes ${first}-${last} for a read from ${range.start}`);
+        }
+        if (first !== range.start || last !== range.end) body = sliceBytes(body, range.start - first, range.end - range.start + 1);
+      }
       return {
-        body: out.Body as Readable,
+        body,
         info: { key, size, lastModified: out.LastModified ?? new Date(0), etag: out.ETag ?? '', contentType: out.ContentType },
       };
     } catch (err) {

@@ -125,12 +125,22 @@ export async function objectRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     }
   }
 
-  app.get('/download', { config: { auth: 'client' }, schema: { summary: 'Download an object (Range, ETag)', querystring: pathQuery } }, (request, reply) =>
-    download(request, reply, pathParam(request)),
-  );
-  app.get('/objects/*', { config: { auth: 'client' }, schema: { summary: 'Download an object by path' } }, (request, reply) =>
-    download(request, reply, (request.params as { '*': string })['*']),
-  );
+  // GET and HEAD declared together: Fastify's automatic HEAD route would replace
+  // the Content-Length we set with 0.
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/download',
+    config: { auth: 'client' },
+    schema: { summary: 'Download an object (Range, ETag)', querystring: pathQuery },
+    handler: (request, reply) => download(request, reply, pathParam(request)),
+  });
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/objects/*',
+    config: { auth: 'client' },
+    schema: { summary: 'Download an object by path' },
+    handler: (request, reply) => download(request, reply, (request.params as { '*': string })['*']),
+  });
 
   app.delete('/objects/*', { config: { auth: 'client' }, schema: { summary: 'Delete an object' } }, async (request) => {
     const client = requireClient(request);
