@@ -19,7 +19,18 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { AppError, ErrorCode } from '../errors.js';
-import type { ByteRange, DeleteManyResult, GetResult, MultipartCapability, ObjectInfo, PresignCapability, PutOptions, PutResult, StorageBackend, StoredPart } from './types.js';
+import type {
+  ByteRange,
+  DeleteManyResult,
+  GetResult,
+  MultipartCapability,
+  ObjectInfo,
+  PresignCapability,
+  PutOptions,
+  PutResult,
+  StorageBackend,
+  StoredPart,
+} from './types.js';
 
 // The SDK warns on every process start under Node 20; users of our CLIs must not see it.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -343,9 +354,7 @@ export class S3Storage implements StorageBackend {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       try {
-        const res = await this.client.send(
-          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
-        );
+        const res = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }));
         const failed = new Set<string>();
         for (const e of res.Errors ?? []) {
           if (!e.Key) continue;
