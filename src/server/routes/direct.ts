@@ -1,0 +1,111 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import multipart from '@fastify/multipart';
+import type { FastifyInstance } from 'fastify';
+import { AppError, ErrorCode } from '../../errors.js';
+import { DirectUploads, loadSigningSecret } from '../../uploads/direct.js';
+import type { IngestResult } from '../../uploads/pipeline.js';
+import type { AppContext } from '../app.js';
+import { MULTIPART_SLACK, requireClient, uploadResponse } from './uploads.js';
+
+const services = new WeakMap<AppContext, DirectUploads>();
+
+/** One DirectUploads per app (shared by /runs/upload-url, /runs/upload and /telemetry). */
+export function directUploads(ctx: AppContext): DirectUploads {
+  let svc = services.get(ctx);
+  if (!svc) {
+    const u = ctx.config.raw.uploads;
+    const storage = ctx.config.storage;
+    let secret: Promise<Buffer> | undefined;
+    const getSecret = (): Promise<Buffer> => {
+      // Filesystem: kept under the storage root, so every gateway on that root agrees.
+      secret ??=
+        storage.backend === 'fs'
+          ? loadSigningSecret(u.direct_signing_secret, path.join(storage.root, '.s3up-tmp', 'secrets'))
+          : Promise.resolve(u.direct_signing_secret !== '' ? Buffer.from(u.direct_signing_secret) : randomBytes(32));
+      return secret;
+    };
+    svc = new DirectUploads(ctx.db.db, ctx.pipeline, getSecret, u.direct_url_ttl_seconds);
+    services.set(ctx, svc);
+  }
+  return svc;
+}
+
+/**
+ * Direct uploads (spec 000):
+ *   POST /runs/upload-url {runId} | {path, size, content_type}
+ *     S3: {url, key, ttl, headers, expiresAt, run_id}: a presigned PUT bound to size and type
+ *     fs: {formUrl: "/runs/upload", key, ttl, expiresAt, run_id}: a signed, expiring form key
+ *   POST /runs/upload   multipart: key, then file (through the one upload pipeline)
+ */
+export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }) {
+  const direct = directUploads(ctx);
+
+  app.post(
+    '/runs/upload-url',
+    {
+      config: { auth: 'client' },
+      schema: {
+        summary: 'Get a direct upload target: presigned PUT (S3) or signed form key (filesystem)',
+        body: {
+          type: 'object',
+          properties: {
+            runId: { type: 'string' },
+            path: { type: 'string' },
+            size: { type: 'integer', minimum: 0 },
+            content_type: { type: 'string' },
+            contentType: { type: 'string' },
+          },
+        },
+      },
+    },
+    async (request) => {
+      const client = requireClient(request);
+      const b = (request.body ?? {}) as { runId?: unknown; path?: unknown; size?: unknown; content_type?: unknown; contentType?: unknown };
+      const issued = await direct.issue(client, { runId: b.runId, path: b.path, size: b.size, contentType: b.content_type ?? b.contentType });
+      const { kind: _kind, ...body } = issued;
+      return body;
+    },
+  );
+
+  await app.register(async (scope) => {
+    await scope.register(multipart, {
+      limits: { fields: 10, fieldSize: 8 * 1024, fieldNameSize: 100, files: 1, parts: 20, headerPairs: 100 },
+    });
+    scope.post(
+      '/runs/upload',
+      {
+        config: { auth: 'client', uploadSlack: MULTIPART_SLACK },
+        schema: { summary: 'Filesystem direct upload: multipart with the signed "key", then "file"' },
+      },
+      async (request) => {
+        const client = requireClient(request);
+        if (!request.isMultipart()) throw new AppError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, 'POST /runs/upload takes multipart/form-data (key, then file)');
+        let token: string | undefined;
+        let result: IngestResult | undefined;
+        for await (const part of request.parts({ limits: { fileSize: client.maxFileSize + 1 } })) {
+          if (part.type === 'field') {
+            if (part.fieldname === 'key') token = String(part.value);
+            continue;
+          }
+          if (part.fieldname !== 'file') throw new AppError(ErrorCode.INVALID_REQUEST, `unexpected file field "${part.fieldname}" (the file goes in "file")`);
+          if (result) throw new AppError(ErrorCode.INVALID_REQUEST, 'only one file per request');
+          if (token === undefined) throw new AppError(ErrorCode.INVALID_UPLOAD_KEY, 'send the "key" field before the "file" field');
+          const { claims, run } = await direct.runForKey(client, token);
+          result = await ctx.pipeline.ingest({
+            client,
+            path: claims.p,
+            body: part.file,
+            kind: 'direct',
+            declaredSize: claims.s ?? undefined,
+            contentType: part.mimetype || run.content_type || undefined,
+            filename: part.filename || undefined,
+            queuedRun: run,
+          });
+        }
+        if (!result) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "file" field');
+        return { ...uploadResponse(result), key: token };
+      },
+    );
+  });
+}

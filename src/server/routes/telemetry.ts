@@ -1,0 +1,58 @@
+import type { FastifyInstance } from 'fastify';
+import type { AppContext } from '../app.js';
+import { directUploads } from './direct.js';
+import { requireClient } from './uploads.js';
+
+/**
+ * POST /telemetry {event, key, size, durationMs}: stores the event; for
+ * upload_complete the gateway HEADs the object and settles the direct run.
+ * GET /telemetry?event=&limit=&before=: the calling client's events, newest first.
+ */
+export async function telemetryRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }) {
+  const direct = directUploads(ctx);
+  app.post(
+    '/telemetry',
+    {
+      config: { auth: 'client' },
+      schema: {
+        summary: 'Report a client-side event (upload_complete settles a direct upload)',
+        body: {
+          type: 'object',
+          properties: { event: { type: 'string' }, key: { type: 'string' }, size: { type: 'integer', minimum: 0 }, durationMs: { type: 'number', minimum: 0 } },
+          required: ['event'],
+        },
+      },
+    },
+    async (request) => direct.telemetry(requireClient(request), (request.body ?? {}) as Record<string, unknown>),
+  );
+  app.get(
+    '/telemetry',
+    {
+      config: { auth: 'client' },
+      schema: {
+        summary: "This client's telemetry events, newest first",
+        querystring: {
+          type: 'object',
+          properties: { event: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 1000 }, before: { type: 'integer' } },
+        },
+      },
+    },
+    async (request) => {
+      const q = request.query as { event?: string; limit?: number; before?: number };
+      const events = await direct.list(requireClient(request), q);
+      return {
+        events: events.map((e) => ({
+          event_id: e.event_id,
+          event: e.event,
+          key: e.key,
+          size: e.size,
+          durationMs: e.duration_ms,
+          run_id: e.run_id,
+          outcome: e.outcome,
+          detail: e.detail === null ? null : (JSON.parse(e.detail) as unknown),
+          created_at: new Date(e.created_at).toISOString(),
+        })),
+      };
+    },
+  );
+}

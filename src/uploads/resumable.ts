@@ -1,0 +1,722 @@
+import { createHash, type Hash, randomUUID } from 'node:crypto';
+import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Kysely, Selectable } from 'kysely';
+import type { Logger } from 'pino';
+import type { ResolvedClient } from '../config/load.js';
+import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/schema.js';
+import { AppError, ErrorCode, isAppError } from '../errors.js';
+import type { MultipartCapability, StorageBackend, StoredPart } from '../storage/types.js';
+import type { UploadPipeline } from './pipeline.js';
+
+export type Session = Selectable<UploadSessionsTable>;
+export type PartRow = Selectable<UploadPartsTable>;
+
+const MiB = 1024 * 1024;
+/** S3's limits: at most 10,000 parts, each at least 5 MiB (but the last) and at most 5 GiB. */
+export const MAX_PARTS = 10_000;
+export const S3_MIN_PART = 5 * MiB;
+export const MAX_PART = 5 * 1024 * MiB;
+/** Failed store aborts are retried by the sweeper this many times, then left for a bucket lifecycle rule. */
+export const MAX_CLEANUP_ATTEMPTS = 20;
+/** Finished sessions are kept this long (idempotent complete, status), then deleted. */
+export const FINISHED_RETENTION_MS = 7 * 24 * 3600 * 1000;
+
+export const COMPOSITE_ALGORITHM = 'sha256-of-sha256s';
+
+/**
+ * Chunk size, decided by the server (spec 004 adaptive sizes):
+ * < 25 MiB: 1 MiB, 25-100 MiB: 5 MiB, > 100 MiB: 10 MiB; at least 5 MiB on S3
+ * (its minimum part size); grown in whole MiB so no upload needs more than
+ * 10,000 parts.
+ */
+export function chunkSizeFor(fileSize: number, backend: 'fs' | 's3'): number {
+  let size = fileSize < 25 * MiB ? MiB : fileSize <= 100 * MiB ? 5 * MiB : 10 * MiB;
+  if (backend === 's3') size = Math.max(size, S3_MIN_PART);
+  const needed = Math.ceil(Math.ceil(fileSize / MAX_PARTS) / MiB) * MiB;
+  return Math.min(MAX_PART, Math.max(size, needed));
+}
+
+export function totalChunksFor(fileSize: number, chunkSize: number): number {
+  return fileSize === 0 ? 0 : Math.ceil(fileSize / chunkSize);
+}
+
+/**
+ * The composite checksum of a resumable upload: SHA-256 over the concatenated
+ * raw SHA-256 digests of its chunks, in chunk order, written "<hex>-<N>".
+ * A client computes it from the chunks it sends, without a second pass.
+ */
+export function compositeChecksum(partSha256Hex: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const hex of partSha256Hex) h.update(Buffer.from(hex, 'hex'));
+  return `${h.digest('hex')}-${partSha256Hex.length}`;
+}
+
+/** Accept "<hex>-N", "<hex>" or "sha256-of-sha256s:<hex>[-N]"; return "<hex>" (N is checked by the caller). */
+export function parseComposite(value: string): { hex: string; parts: number | undefined } {
+  const m = /^(?:sha256-of-sha256s:)?([0-9a-fA-F]{64})(?:-(\d+))?$/.exec(value.trim());
+  if (!m) {
+    throw new AppError(
+      ErrorCode.INVALID_REQUEST,
+      `checksum must be the composite ${COMPOSITE_ALGORITHM} checksum "<64 hex>-<chunks>" (SHA-256 over the chunks' SHA-256 digests; see docs/resumable-uploads.md)`,
+    );
+  }
+  return { hex: (m[1] as string).toLowerCase(), parts: m[2] === undefined ? undefined : Number(m[2]) };
+}
+
+/** Content-MD5 (base64, RFC 1864) or 32 hex characters -> hex. */
+export function parseMd5(value: string): string {
+  const v = value.trim();
+  if (/^[0-9a-fA-F]{32}$/.test(v)) return v.toLowerCase();
+  if (/^[A-Za-z0-9+/]{22}==$/.test(v)) return Buffer.from(v, 'base64').toString('hex');
+  throw new AppError(ErrorCode.INVALID_REQUEST, 'the chunk MD5 must be base64 (Content-MD5) or 32 hex characters');
+}
+
+/** One pass over a chunk: MD5 and SHA-256, exact length enforced (short or long bodies fail the stream). */
+export class PartHasher extends Transform {
+  bytes = 0;
+  private readonly md5h: Hash = createHash('md5');
+  private readonly sha: Hash = createHash('sha256');
+  md5 = '';
+  sha256 = '';
+
+  constructor(private readonly expected: number) {
+    super({ highWaterMark: MiB });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytes += chunk.length;
+    if (this.bytes > this.expected) {
+      cb(new AppError(ErrorCode.SIZE_MISMATCH, `the chunk is longer than ${this.expected} bytes`, { expected: this.expected }));
+      return;
+    }
+    this.md5h.update(chunk);
+    this.sha.update(chunk);
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.bytes !== this.expected) {
+      cb(new AppError(ErrorCode.SIZE_MISMATCH, `the chunk has ${this.bytes} bytes, expected ${this.expected}`, { expected: this.expected }));
+      return;
+    }
+    this.md5 = this.md5h.digest('hex');
+    this.sha256 = this.sha.digest('hex');
+    cb();
+  }
+}
+
+export interface InitRequest {
+  path: unknown;
+  fileSize: number;
+  contentType?: string | undefined;
+  checksum?: string | undefined;
+  protocol: 'chunked' | 'tus';
+  /** tus: the id the protocol layer chose. */
+  sessionId?: string | undefined;
+  tusMetadata?: Record<string, string | null> | undefined;
+}
+
+export interface CompleteResult {
+  file_id: string;
+  run_id: string;
+  s3_key: string;
+  path: string;
+  size: number;
+  checksum: string;
+  checksum_algorithm: typeof COMPOSITE_ALGORITHM;
+  /** The whole file's SHA-256, when the upload was one chunk (then it equals the composite's input). */
+  sha256: string | null;
+  status: 'completed';
+}
+
+export interface SweepResult {
+  expired: number;
+  cleaned: number;
+  pending: number;
+  deleted: number;
+}
+
+export interface EngineOptions {
+  sessionTtlMs: number;
+  sweepIntervalMs: number;
+  logger?: Logger | undefined;
+}
+
+/** tus: a PATCH body's Upload-Checksum, verified before anything of that PATCH is recorded. */
+export interface BodyChecksum {
+  algorithm: string;
+  expected: Buffer;
+}
+
+function md5Etag(etag: string): string | undefined {
+  const m = /^"?([0-9a-f]{32})"?$/i.exec(etag);
+  return m ? (m[1] as string).toLowerCase() : undefined;
+}
+
+/**
+ * The one resumable-upload engine behind the chunked API and tus. Sessions and
+ * parts live in the database (so a restart or another gateway continues an
+ * upload); bytes go straight into the store's multipart capability (S3
+ * multipart parts, or in place into one staging file on the filesystem).
+ * Every state change is an atomic conditional update on the session row.
+ */
+export class ResumableEngine {
+  readonly storage: StorageBackend;
+  readonly mp: MultipartCapability;
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<SweepResult> | undefined;
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    readonly pipeline: UploadPipeline,
+    readonly opts: EngineOptions,
+  ) {
+    this.storage = pipeline.storage;
+    const mp = this.storage.multipart;
+    if (!mp) throw new Error(`the ${this.storage.kind} storage backend has no multipart capability`);
+    this.mp = mp;
+  }
+
+  /** The largest chunk any session may have (multipart form limits). */
+  readonly maxChunkSize = MAX_PART;
+
+  chunkSizeFor(fileSize: number): number {
+    return chunkSizeFor(fileSize, this.storage.kind);
+  }
+
+  /** Start the periodic sweep (expired sessions, failed aborts). */
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      this.sweepExpired().catch((err) => this.opts.logger?.warn({ err }, 'resumable sweep failed'));
+    }, this.opts.sweepIntervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.sweeping?.catch(() => undefined);
+  }
+
+  async init(client: ResolvedClient, req: InitRequest, now = Date.now()): Promise<Session> {
+    const { path, key } = this.pipeline.keyFor(client, req.path);
+    if (!Number.isSafeInteger(req.fileSize) || req.fileSize < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'file_size must be a non-negative integer');
+    this.pipeline.checkDeclaredSize(client, req.fileSize);
+    const chunkSize = this.chunkSizeFor(req.fileSize);
+    const totalChunks = totalChunksFor(req.fileSize, chunkSize);
+    let declared: string | null = null;
+    if (req.checksum !== undefined && req.checksum !== '') {
+      const c = parseComposite(req.checksum);
+      if (c.parts !== undefined && c.parts !== totalChunks) {
+        throw new AppError(ErrorCode.INVALID_REQUEST, `the checksum covers ${c.parts} chunks but this upload has ${totalChunks} (chunk_size ${chunkSize})`, {
+          chunk_size: chunkSize,
+          total_chunks: totalChunks,
+        });
+      }
+      declared = `${c.hex}-${totalChunks}`;
+    }
+    const storeUploadId = await this.mp.create(key, { contentType: req.contentType, partSize: chunkSize, totalSize: req.fileSize });
+    let run: Awaited<ReturnType<UploadPipeline['runs']['create']>>;
+    try {
+      run = await this.pipeline.runs.create(
+        {
+          client: client.name,
+          kind: req.protocol,
+          path,
+          objectKey: key,
+          status: 'processing',
+          size: req.fileSize,
+          contentType: req.contentType ?? null,
+          filename: path.split('/').pop() ?? null,
+        },
+        now,
+      );
+    } catch (err) {
+      await this.mp.abort(key, storeUploadId).catch(() => false);
+      throw err;
+    }
+    const session: Session = {
+      session_id: req.sessionId ?? randomUUID(),
+      client: client.name,
+      protocol: req.protocol,
+      run_id: run.run_id,
+      path,
+      object_key: key,
+      file_size: req.fileSize,
+      chunk_size: chunkSize,
+      total_chunks: totalChunks,
+      content_type: req.contentType ?? null,
+      declared_checksum: declared,
+      store_upload_id: storeUploadId,
+      status: 'active',
+      cleanup: 'none',
+      cleanup_attempts: 0,
+      cleanup_error: null,
+      tus_offset: 0,
+      tus_tail: null,
+      tus_metadata: req.tusMetadata ? JSON.stringify(req.tusMetadata) : null,
+      result_size: null,
+      result_checksum: null,
+      result_etag: null,
+      error_code: null,
+      created_at: now,
+      updated_at: now,
+      expires_at: now + this.opts.sessionTtlMs,
+      completed_at: null,
+    };
+    await this.db.insertInto('upload_sessions').values(session).execute();
+    this.pipeline.emitStarted(req.protocol, client.name);
+    return session;
+  }
+
+  /** The session if it exists and belongs to `client`; another client's id is indistinguishable from a missing one. */
+  async find(client: string, sessionId: string): Promise<Session | undefined> {
+    if (sessionId.length > 128) return undefined;
+    return this.db.selectFrom('upload_sessions').selectAll().where('session_id', '=', sessionId).where('client', '=', client).executeTakeFirst();
+  }
+
+  async owned(client: ResolvedClient, sessionId: string): Promise<Session> {
+    const s = await this.find(client.name, sessionId);
+    if (!s) throw new AppError(ErrorCode.NOT_FOUND, `upload ${sessionId} not found`);
+    return s;
+  }
+
+  private assertWritable(s: Session, now: number): void {
+    if (s.status === 'completed') throw new AppError(ErrorCode.CONFLICT, 'the upload is already completed', { file_id: s.session_id });
+    if (s.status === 'completing') throw new AppError(ErrorCode.CONFLICT, 'the upload is being completed', { file_id: s.session_id });
+    if (s.status === 'aborted') throw new AppError(ErrorCode.NOT_FOUND, `upload ${s.session_id} was aborted`);
+    if (s.status === 'expired' || now >= s.expires_at) {
+      throw new AppError(ErrorCode.SESSION_EXPIRED, `upload ${s.session_id} expired at ${new Date(s.expires_at).toISOString()}`, {
+        expires_at: new Date(s.expires_at).toISOString(),
+      });
+    }
+  }
+
+  expectedPartSize(s: Session, partNumber: number): number {
+    return partNumber === s.total_chunks ? s.file_size - (s.total_chunks - 1) * s.chunk_size : s.chunk_size;
+  }
+
+  async parts(sessionId: string): Promise<PartRow[]> {
+    return this.db.selectFrom('upload_parts').selectAll().where('session_id', '=', sessionId).orderBy('part_number').execute();
+  }
+
+  /**
+   * Receive one chunk. The body streams through MD5 + SHA-256 straight into the
+   * store's part (S3 UploadPart with ContentLength = chunk size; the filesystem
+   * writes in place). A chunk whose MD5 does not match is refused and not
+   * recorded; the same chunk sent again with the same MD5 is accepted.
+   */
+  async putPart(
+    client: ResolvedClient,
+    sessionId: string,
+    partNumber: number,
+    body: Readable,
+    opts: { length?: number | undefined; md5?: string | undefined },
+    now = Date.now(),
+  ): Promise<{ chunk_number: number; status: 'received' | 'duplicate' | 'replaced'; md5: string; sha256: string; size: number }> {
+    const s = await this.owned(client, sessionId);
+    this.assertWritable(s, now);
+    if (!Number.isSafeInteger(partNumber) || partNumber < 1 || partNumber > s.total_chunks) {
+      throw new AppError(ErrorCode.CHUNK_OUT_OF_RANGE, `chunk_number must be 1..${s.total_chunks}`, { total_chunks: s.total_chunks });
+    }
+    const size = this.expectedPartSize(s, partNumber);
+    if (opts.length !== undefined && opts.length !== size) {
+      throw new AppError(ErrorCode.SIZE_MISMATCH, `chunk ${partNumber} must be ${size} bytes, the request declares ${opts.length}`, { expected: size });
+    }
+    const existing = await this.db
+      .selectFrom('upload_parts')
+      .selectAll()
+      .where('session_id', '=', s.session_id)
+      .where('part_number', '=', partNumber)
+      .executeTakeFirst();
+    if (existing && opts.md5 !== undefined && existing.md5 === opts.md5 && existing.size === size) {
+      // Already stored with this checksum: read the body to its end (the client
+      // is sending it) but write nothing.
+      await pipeline(body, new Writable({ write: (_c, _e, cb) => cb() }));
+      return { chunk_number: partNumber, status: 'duplicate', md5: existing.md5, sha256: existing.sha256, size };
+    }
+    const hasher = new PartHasher(size);
+    const abort = new AbortController();
+    // A body that fails midway (client gone, wrong length) cancels the store request at once.
+    let bodyError: unknown;
+    const flowing = pipeline(body, hasher).catch((err: unknown) => {
+      bodyError ??= err;
+      abort.abort(err);
+      throw err;
+    });
+    flowing.catch(() => {});
+    let stored: StoredPart;
+    try {
+      stored = await this.mp.uploadPart(s.object_key, s.store_upload_id, partNumber, hasher, size, { signal: abort.signal });
+      await flowing;
+    } catch (err) {
+      const cause = bodyError ?? err;
+      body.destroy();
+      hasher.destroy();
+      if (existing) await this.dropPart(s.session_id, partNumber);
+      throw abortedOr(cause);
+    }
+    if (opts.md5 !== undefined && hasher.md5 !== opts.md5) {
+      // The store now holds bytes we do not vouch for: forget any earlier copy, so the chunk shows as missing.
+      if (existing) await this.dropPart(s.session_id, partNumber);
+      throw new AppError(ErrorCode.CHECKSUM_MISMATCH, `chunk ${partNumber}: MD5 mismatch (received ${hasher.md5}, expected ${opts.md5})`, {
+        chunk_number: partNumber,
+        md5: hasher.md5,
+      });
+    }
+    const storeMd5 = md5Etag(stored.etag);
+    if (this.storage.kind === 's3' && storeMd5 !== undefined && storeMd5 !== hasher.md5) {
+      if (existing) await this.dropPart(s.session_id, partNumber);
+      throw new AppError(ErrorCode.STORAGE_ERROR, `chunk ${partNumber}: the store acknowledged different bytes (ETag ${storeMd5})`);
+    }
+    await this.recordParts(s.session_id, [{ part_number: partNumber, size, md5: hasher.md5, sha256: hasher.sha256, etag: stored.etag }], now);
+    const status = existing ? (existing.md5 === hasher.md5 ? 'duplicate' : 'replaced') : 'received';
+    return { chunk_number: partNumber, status, md5: hasher.md5, sha256: hasher.sha256, size };
+  }
+
+  private async dropPart(sessionId: string, partNumber: number): Promise<void> {
+    await this.db.deleteFrom('upload_parts').where('session_id', '=', sessionId).where('part_number', '=', partNumber).execute();
+  }
+
+  private async recordParts(
+    sessionId: string,
+    parts: Array<Pick<PartRow, 'part_number' | 'size' | 'md5' | 'sha256' | 'etag'>>,
+    now: number,
+    trx: Kysely<Database> = this.db,
+  ): Promise<void> {
+    for (const p of parts) {
+      await trx
+        .insertInto('upload_parts')
+        .values({ session_id: sessionId, ...p, created_at: now })
+        .onConflict((oc) =>
+          oc.columns(['session_id', 'part_number']).doUpdateSet({ size: p.size, md5: p.md5, sha256: p.sha256, etag: p.etag, created_at: now }),
+        )
+        .execute();
+    }
+  }
+
+  async status(client: ResolvedClient, sessionId: string) {
+    const s = await this.owned(client, sessionId);
+    const parts = await this.parts(s.session_id);
+    const have = new Set(parts.map((p) => p.part_number));
+    const missing: number[] = [];
+    for (let n = 1; n <= s.total_chunks; n++) if (!have.has(n)) missing.push(n);
+    const status = s.status === 'active' && Date.now() >= s.expires_at ? 'expired' : s.status;
+    return {
+      file_id: s.session_id,
+      run_id: s.run_id,
+      path: s.path,
+      s3_key: s.object_key,
+      status,
+      file_size: s.file_size,
+      chunk_size: s.chunk_size,
+      total_chunks: s.total_chunks,
+      uploaded_chunks: s.status === 'completed' ? Array.from({ length: s.total_chunks }, (_, i) => i + 1) : parts.map((p) => p.part_number),
+      missing: s.status === 'completed' ? [] : missing,
+      bytes_received: s.status === 'completed' ? s.file_size : parts.reduce((n, p) => n + p.size, 0),
+      expires_at: new Date(s.expires_at).toISOString(),
+      checksum: s.result_checksum,
+      store_cleanup: s.cleanup,
+    };
+  }
+
+  private resultOf(s: Session): CompleteResult {
+    return {
+      file_id: s.session_id,
+      run_id: s.run_id,
+      s3_key: s.object_key,
+      path: s.path,
+      size: s.result_size ?? s.file_size,
+      checksum: s.result_checksum ?? '',
+      checksum_algorithm: COMPOSITE_ALGORITHM,
+      sha256: s.total_chunks === 1 && s.result_checksum ? (s.result_etag?.startsWith('sha256:') ? s.result_etag.slice(7) : null) : null,
+      status: 'completed',
+    };
+  }
+
+  /**
+   * Assemble the object. The session row moves active -> completing with one
+   * conditional update, so of two concurrent completes exactly one assembles;
+   * the other gets 409 while it runs and the same result once it is done.
+   */
+  async complete(client: ResolvedClient, sessionId: string, now = Date.now()): Promise<CompleteResult> {
+    const s = await this.owned(client, sessionId);
+    if (s.status === 'completed') return this.resultOf(s);
+    this.assertWritable(s, now);
+    const claimed = await this.db
+      .updateTable('upload_sessions')
+      .set({ status: 'completing', updated_at: now })
+      .where('session_id', '=', s.session_id)
+      .where('status', '=', 'active')
+      .where('expires_at', '>', now)
+      .executeTakeFirst();
+    if (Number(claimed.numUpdatedRows) === 0) {
+      const again = await this.owned(client, sessionId);
+      if (again.status === 'completed') return this.resultOf(again);
+      this.assertWritable(again, now);
+      throw new AppError(ErrorCode.CONFLICT, 'the upload changed state; retry');
+    }
+    try {
+      const parts = await this.parts(s.session_id);
+      const have = new Map(parts.map((p) => [p.part_number, p]));
+      const missing: number[] = [];
+      const wrongSize: number[] = [];
+      for (let n = 1; n <= s.total_chunks; n++) {
+        const p = have.get(n);
+        if (!p) missing.push(n);
+        else if (p.size !== this.expectedPartSize(s, n)) wrongSize.push(n);
+      }
+      if (missing.length > 0 || wrongSize.length > 0) {
+        throw new AppError(
+          ErrorCode.INCOMPLETE_UPLOAD,
+          missing.length > 0 ? `${missing.length} of ${s.total_chunks} chunks are missing` : `chunks ${wrongSize.join(', ')} have the wrong size`,
+          { missing: [...missing, ...wrongSize].sort((a, b) => a - b), total_chunks: s.total_chunks },
+        );
+      }
+      const ordered = Array.from({ length: s.total_chunks }, (_, i) => have.get(i + 1) as PartRow);
+      const total = ordered.reduce((n, p) => n + p.size, 0);
+      if (total !== s.file_size) {
+        throw new AppError(ErrorCode.SIZE_MISMATCH, `the chunks hold ${total} bytes, the upload declared ${s.file_size}`);
+      }
+      const composite = compositeChecksum(ordered.map((p) => p.sha256));
+      if (s.declared_checksum !== null && s.declared_checksum !== composite) {
+        throw new AppError(ErrorCode.CHECKSUM_MISMATCH, `composite checksum mismatch: computed ${composite}, declared ${s.declared_checksum}`, {
+          checksum: composite,
+        });
+      }
+      if (s.total_chunks === 0) {
+        await this.storage.put(s.object_key, Readable.from([]), { contentType: s.content_type ?? undefined });
+        await this.mp.abort(s.object_key, s.store_upload_id).catch(() => false);
+      } else {
+        await this.mp.complete(
+          s.object_key,
+          s.store_upload_id,
+          ordered.map((p) => ({ partNumber: p.part_number, etag: p.etag, size: p.size })),
+        );
+      }
+      const sha256 = s.total_chunks === 1 ? (ordered[0] as PartRow).sha256 : null;
+      const doneAt = Date.now();
+      await this.db
+        .updateTable('upload_sessions')
+        .set({
+          status: 'completed',
+          result_size: total,
+          result_checksum: composite,
+          result_etag: sha256 ? `sha256:${sha256}` : null,
+          completed_at: doneAt,
+          updated_at: doneAt,
+          tus_offset: s.file_size,
+          tus_tail: null,
+          cleanup: 'done',
+        })
+        .where('session_id', '=', s.session_id)
+        .execute();
+      await this.db.deleteFrom('upload_parts').where('session_id', '=', s.session_id).execute();
+      try {
+        const run = await this.pipeline.runs.transition(s.run_id, 'succeeded', { size: total, sha256 }, doneAt);
+        this.pipeline.emitFinished(run, 'succeeded');
+      } catch (err) {
+        this.opts.logger?.warn({ err, run_id: s.run_id }, 'could not record the completed upload');
+      }
+      const done = await this.owned(client, sessionId);
+      return this.resultOf(done);
+    } catch (err) {
+      await this.db
+        .updateTable('upload_sessions')
+        .set({ status: 'active', updated_at: Date.now() })
+        .where('session_id', '=', s.session_id)
+        .where('status', '=', 'completing')
+        .execute();
+      throw err;
+    }
+  }
+
+  /** Abort: the parts are dropped from the store (or the record says the store could not, and the sweeper retries). */
+  async abort(client: ResolvedClient, sessionId: string, now = Date.now()): Promise<{ file_id: string; status: 'aborted'; store_cleanup: string }> {
+    const s = await this.owned(client, sessionId);
+    if (s.status === 'completed' || s.status === 'completing') {
+      throw new AppError(ErrorCode.CONFLICT, `the upload is ${s.status}; delete the object instead`, { file_id: s.session_id });
+    }
+    if (s.status === 'aborted' || s.status === 'expired') return { file_id: s.session_id, status: 'aborted', store_cleanup: s.cleanup };
+    const claimed = await this.db
+      .updateTable('upload_sessions')
+      .set({ status: 'aborted', error_code: ErrorCode.UPLOAD_ABORTED, updated_at: now, tus_tail: null })
+      .where('session_id', '=', s.session_id)
+      .where('status', '=', 'active')
+      .executeTakeFirst();
+    if (Number(claimed.numUpdatedRows) === 0) throw new AppError(ErrorCode.CONFLICT, 'the upload changed state; retry');
+    await this.failRun(s, new AppError(ErrorCode.UPLOAD_ABORTED, 'the client aborted the upload'));
+    const cleanup = await this.cleanup(s, now);
+    return { file_id: s.session_id, status: 'aborted', store_cleanup: cleanup };
+  }
+
+  private async failRun(s: Session, err: AppError): Promise<void> {
+    const run = await this.pipeline.runs.get(s.run_id);
+    if (run && (run.status === 'queued' || run.status === 'processing')) await this.pipeline.fail(run, err);
+  }
+
+  /** Drop the store's parts; returns the session's new cleanup state. */
+  private async cleanup(s: Session, now: number): Promise<'done' | 'pending'> {
+    let ok = false;
+    let why: string | null = null;
+    try {
+      ok = await this.mp.abort(s.object_key, s.store_upload_id);
+      if (!ok) why = 'the store cannot abort multipart uploads (AbortMultipartUpload not implemented); retried by the sweeper';
+    } catch (err) {
+      why = isAppError(err) ? err.message : 'abort failed';
+    }
+    if (ok) await this.db.deleteFrom('upload_parts').where('session_id', '=', s.session_id).execute();
+    const state = ok ? 'done' : 'pending';
+    await this.db
+      .updateTable('upload_sessions')
+      .set((eb) => ({ cleanup: state, cleanup_error: why, cleanup_attempts: eb('cleanup_attempts', '+', 1), updated_at: now }))
+      .where('session_id', '=', s.session_id)
+      .execute();
+    if (!ok) this.opts.logger?.info({ file_id: s.session_id, reason: why }, 'store parts not removed; will retry');
+    return state;
+  }
+
+  /**
+   * Expire sessions past expires_at (abort their parts, fail their runs), retry
+   * store aborts that failed earlier, and delete finished sessions after a week.
+   * Safe to run on several gateways at once: every step claims its row first.
+   */
+  sweepExpired(now = Date.now()): Promise<SweepResult> {
+    const run = async (): Promise<SweepResult> => {
+      const result: SweepResult = { expired: 0, cleaned: 0, pending: 0, deleted: 0 };
+      const due = await this.db.selectFrom('upload_sessions').selectAll().where('status', '=', 'active').where('expires_at', '<=', now).limit(200).execute();
+      for (const s of due) {
+        const claimed = await this.db
+          .updateTable('upload_sessions')
+          .set({ status: 'expired', error_code: ErrorCode.SESSION_EXPIRED, updated_at: now, tus_tail: null })
+          .where('session_id', '=', s.session_id)
+          .where('status', '=', 'active')
+          .executeTakeFirst();
+        if (Number(claimed.numUpdatedRows) === 0) continue;
+        result.expired++;
+        await this.failRun(s, new AppError(ErrorCode.SESSION_EXPIRED, 'the upload session expired before it was completed'));
+        if ((await this.cleanup(s, now)) === 'done') result.cleaned++;
+        else result.pending++;
+      }
+      const retry = await this.db
+        .selectFrom('upload_sessions')
+        .selectAll()
+        .where('cleanup', '=', 'pending')
+        .where('cleanup_attempts', '<', MAX_CLEANUP_ATTEMPTS)
+        .where('updated_at', '<', now)
+        .limit(200)
+        .execute();
+      for (const s of retry) {
+        if ((await this.cleanup(s, now)) === 'done') result.cleaned++;
+        else result.pending++;
+      }
+      const old = await this.db
+        .deleteFrom('upload_sessions')
+        .where('status', 'in', ['completed', 'aborted', 'expired'])
+        .where('cleanup', '!=', 'pending')
+        .where('updated_at', '<', now - FINISHED_RETENTION_MS)
+        .executeTakeFirst();
+      result.deleted = Number(old.numDeletedRows);
+      return result;
+    };
+    // One sweep at a time in this process.
+    const p = (this.sweeping ?? Promise.resolve()).catch(() => undefined).then(run);
+    this.sweeping = p;
+    return p;
+  }
+
+  // ---- tus: a byte stream at an offset, mapped onto fixed-size parts ----
+
+  /**
+   * Append a tus PATCH body at `offset`. tus bytes arrive in order but at any
+   * offset and size, so they are cut into parts of chunk_size: complete parts
+   * go to the store as they fill (at most one part buffered in memory per
+   * request); the bytes of an unfinished last part (a PATCH that stopped mid-part)
+   * are kept in the session row (tus_tail), so any gateway can continue. The
+   * new offset and the parts are recorded together, and only after the whole
+   * body passed its Upload-Checksum when one was sent.
+   */
+  async tusWrite(client: ResolvedClient, sessionId: string, offset: number, body: Readable, checksum?: BodyChecksum): Promise<number> {
+    const now = Date.now();
+    const s = await this.owned(client, sessionId);
+    this.assertWritable(s, now);
+    if (offset !== s.tus_offset) throw new AppError(ErrorCode.CONFLICT, `offset ${offset} does not match the upload's offset ${s.tus_offset}`);
+    const P = s.chunk_size;
+    let partStart = Math.floor(offset / P) * P;
+    const tail = s.tus_tail ? Buffer.from(s.tus_tail, 'base64') : Buffer.alloc(0);
+    if (tail.length !== offset - partStart) throw new AppError(ErrorCode.INTERNAL, 'stored tail does not match the offset');
+    let chunks: Buffer[] = tail.length > 0 ? [tail] : [];
+    let buffered = tail.length;
+    let received = offset;
+    const verify = checksum ? createHash(checksum.algorithm) : undefined;
+    const rows: Array<Pick<PartRow, 'part_number' | 'size' | 'md5' | 'sha256' | 'etag'>> = [];
+
+    const flush = async (): Promise<void> => {
+      const buf = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, buffered);
+      const n = partStart / P + 1;
+      const md5 = createHash('md5').update(buf).digest('hex');
+      const sha256 = createHash('sha256').update(buf).digest('hex');
+      const stored = await this.mp.uploadPart(s.object_key, s.store_upload_id, n, buf, buf.length);
+      rows.push({ part_number: n, size: buf.length, md5, sha256, etag: stored.etag });
+      partStart += buf.length;
+      chunks = [];
+      buffered = 0;
+    };
+
+    let failure: unknown;
+    try {
+      for await (const c of body) {
+        let chunk = c as Buffer;
+        verify?.update(chunk);
+        if (received + chunk.length > s.file_size) throw new AppError(ErrorCode.SIZE_MISMATCH, 'more bytes than the upload length');
+        received += chunk.length;
+        while (chunk.length > 0) {
+          const room = Math.min(P, s.file_size - partStart) - buffered;
+          const take = chunk.subarray(0, room);
+          chunks.push(take);
+          buffered += take.length;
+          chunk = chunk.subarray(take.length);
+          if (buffered === Math.min(P, s.file_size - partStart)) await flush();
+        }
+      }
+    } catch (err) {
+      failure = err;
+    }
+    if (failure !== undefined) {
+      // The client went away or sent too much: keep what was fully received (tus resumes from the new offset).
+      if (isAppError(failure) && failure.code === ErrorCode.SIZE_MISMATCH) throw failure;
+      if (checksum) throw abortedOr(failure);
+    }
+    if (verify && checksum && !verify.digest().equals(checksum.expected)) {
+      throw new AppError(ErrorCode.CHECKSUM_MISMATCH, 'Upload-Checksum does not match the body');
+    }
+    // Bytes buffered past the last full part become the tail.
+    const newTail = buffered > 0 ? (chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, buffered)) : undefined;
+    const newOffset = partStart + buffered;
+    await this.db.transaction().execute(async (trx) => {
+      await this.recordParts(s.session_id, rows, now, trx);
+      const res = await trx
+        .updateTable('upload_sessions')
+        .set({ tus_offset: newOffset, tus_tail: newTail ? newTail.toString('base64') : null, updated_at: Date.now() })
+        .where('session_id', '=', s.session_id)
+        .where('tus_offset', '=', offset)
+        .where('status', '=', 'active')
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) === 0) throw new AppError(ErrorCode.CONFLICT, 'the upload was changed concurrently');
+    });
+    if (newOffset === s.file_size) await this.complete(client, sessionId);
+    if (failure !== undefined && !isAppError(failure)) this.opts.logger?.debug({ file_id: s.session_id, offset: newOffset }, 'tus PATCH ended early');
+    return newOffset;
+  }
+}
+
+function abortedOr(err: unknown): unknown {
+  if (isAppError(err)) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.name === 'AbortError') {
+    return new AppError(ErrorCode.UPLOAD_ABORTED, 'the chunk was interrupted before it completed', undefined, { cause: err });
+  }
+  return err;
+}
