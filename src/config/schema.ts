@@ -111,6 +111,23 @@ export const configSchema = z
       .default({ token: '' })
       .refine((a) => a.token === '' || a.token.length >= 16, { message: 'token must be at least 16 characters' }),
     clients: z.array(clientSchema).default([]),
+    /** Resumable (chunked, tus) and direct uploads (issue 3). */
+    uploads: z
+      .object({
+        /** Unfinished chunked/tus sessions expire after this many hours. */
+        session_ttl_hours: z.coerce.number().positive().max(24 * 365).default(24),
+        /** How often the gateway aborts expired sessions and retries failed aborts. */
+        sweep_interval_seconds: z.coerce.number().positive().max(86400).default(60),
+        /** Lifetime of a presigned PUT URL or signed form key (clamped to 7 days). */
+        direct_url_ttl_seconds: z.coerce.number().int().positive().default(900),
+        /** HMAC secret for filesystem form keys; empty: generated once and kept in the storage root. */
+        direct_signing_secret: z.string().default(''),
+      })
+      .strict()
+      .default({ session_ttl_hours: 24, sweep_interval_seconds: 60, direct_url_ttl_seconds: 900, direct_signing_secret: '' })
+      .refine((u) => u.direct_signing_secret === '' || u.direct_signing_secret.length >= 32, {
+        message: 'direct_signing_secret must be at least 32 characters',
+      }),
     /** Retention sweeper (spec 000): objects older than ttl_days (or a client's retention_days) are deleted. */
     retention: z
       .object({

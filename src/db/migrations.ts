@@ -48,6 +48,75 @@ const migrations: Record<string, Migration> = {
       await db.schema.dropTable('runs').execute();
     },
   },
+  // Issue 3: resumable upload sessions and their parts (our record: s3rver has no
+  // ListParts), and telemetry events of direct uploads.
+  '0002_resumable': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('upload_sessions')
+        .addColumn('session_id', 'text', (c) => c.primaryKey())
+        .addColumn('client', 'text', (c) => c.notNull())
+        .addColumn('protocol', 'text', (c) => c.notNull())
+        .addColumn('run_id', 'text', (c) => c.notNull())
+        .addColumn('path', 'text', (c) => c.notNull())
+        .addColumn('object_key', 'text', (c) => c.notNull())
+        .addColumn('file_size', 'bigint', (c) => c.notNull())
+        .addColumn('chunk_size', 'bigint', (c) => c.notNull())
+        .addColumn('total_chunks', 'bigint', (c) => c.notNull())
+        .addColumn('content_type', 'text')
+        .addColumn('declared_checksum', 'text')
+        .addColumn('store_upload_id', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('cleanup', 'text', (c) => c.notNull())
+        .addColumn('cleanup_attempts', 'bigint', (c) => c.notNull())
+        .addColumn('cleanup_error', 'text')
+        .addColumn('tus_offset', 'bigint', (c) => c.notNull())
+        .addColumn('tus_tail', 'text')
+        .addColumn('tus_metadata', 'text')
+        .addColumn('result_size', 'bigint')
+        .addColumn('result_checksum', 'text')
+        .addColumn('result_etag', 'text')
+        .addColumn('error_code', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('completed_at', 'bigint')
+        .execute();
+      await db.schema.createIndex('upload_sessions_status_expires_idx').on('upload_sessions').columns(['status', 'expires_at']).execute();
+      await db.schema.createIndex('upload_sessions_cleanup_idx').on('upload_sessions').columns(['cleanup', 'updated_at']).execute();
+      await db.schema.createIndex('upload_sessions_client_idx').on('upload_sessions').columns(['client', 'created_at']).execute();
+      await db.schema
+        .createTable('upload_parts')
+        .addColumn('session_id', 'text', (c) => c.notNull())
+        .addColumn('part_number', 'bigint', (c) => c.notNull())
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('md5', 'text', (c) => c.notNull())
+        .addColumn('sha256', 'text', (c) => c.notNull())
+        .addColumn('etag', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('upload_parts_pk', ['session_id', 'part_number'])
+        .execute();
+      await db.schema
+        .createTable('telemetry_events')
+        .addColumn('event_id', 'text', (c) => c.primaryKey())
+        .addColumn('client', 'text', (c) => c.notNull())
+        .addColumn('event', 'text', (c) => c.notNull())
+        .addColumn('key', 'text')
+        .addColumn('size', 'bigint')
+        .addColumn('duration_ms', 'double precision')
+        .addColumn('run_id', 'text')
+        .addColumn('outcome', 'text')
+        .addColumn('detail', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('telemetry_client_created_idx').on('telemetry_events').columns(['client', 'created_at', 'event_id']).execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('telemetry_events').execute();
+      await db.schema.dropTable('upload_parts').execute();
+      await db.schema.dropTable('upload_sessions').execute();
+    },
+  },
   // Issue 4: daily client reports, a lease so only one gateway sweeps at a time,
   // and an index for status-filtered listings of one client.
   '0003_records': {

@@ -59,7 +59,76 @@ export interface LeasesTable {
   expires_at: Millis;
 }
 
+/** Issue 3: a resumable upload (chunked API or tus) and its place in the store. */
+export const SESSION_STATUSES = ['active', 'completing', 'completed', 'aborted', 'expired'] as const;
+export type SessionStatus = (typeof SESSION_STATUSES)[number];
+
+export interface UploadSessionsTable {
+  session_id: string;
+  client: string;
+  protocol: 'chunked' | 'tus';
+  run_id: string;
+  path: string;
+  object_key: string;
+  file_size: number;
+  chunk_size: number;
+  total_chunks: number;
+  content_type: string | null;
+  /** Composite checksum the client declared at init ("sha256-of-sha256s:<hex>"). */
+  declared_checksum: string | null;
+  /** The store's multipart upload id. */
+  store_upload_id: string;
+  status: SessionStatus;
+  /** Store-side cleanup after abort/expiry: none | done | pending (store could not abort; retried). */
+  cleanup: 'none' | 'done' | 'pending';
+  cleanup_attempts: number;
+  cleanup_error: string | null;
+  /** tus: contiguous bytes received. */
+  tus_offset: number;
+  /** tus: bytes of the unfinished part after tus_offset's part boundary, base64. */
+  tus_tail: string | null;
+  /** tus: Upload-Metadata as JSON. */
+  tus_metadata: string | null;
+  result_size: number | null;
+  result_checksum: string | null;
+  result_etag: string | null;
+  error_code: string | null;
+  created_at: Millis;
+  updated_at: Millis;
+  expires_at: Millis;
+  completed_at: Millis | null;
+}
+
+/** One received part of a session; our own record (s3rver has no ListParts). */
+export interface UploadPartsTable {
+  session_id: string;
+  part_number: number;
+  size: number;
+  md5: string;
+  sha256: string;
+  etag: string;
+  created_at: Millis;
+}
+
+/** POST /telemetry events (spec 000). */
+export interface TelemetryEventsTable {
+  event_id: string;
+  client: string;
+  event: string;
+  key: string | null;
+  size: number | null;
+  duration_ms: number | null;
+  run_id: string | null;
+  /** What the gateway concluded (e.g. verified, size_mismatch, missing). */
+  outcome: string | null;
+  detail: string | null;
+  created_at: Millis;
+}
+
 export interface Database {
+  upload_sessions: UploadSessionsTable;
+  upload_parts: UploadPartsTable;
+  telemetry_events: TelemetryEventsTable;
   client_reports: ClientReportsTable;
   leases: LeasesTable;
   runs: RunsTable;

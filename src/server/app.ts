@@ -14,14 +14,19 @@ import type { Sweeper } from '../retention/sweeper.js';
 import type { RunQuery } from '../runs/query.js';
 import type { StorageBackend } from '../storage/types.js';
 import type { UploadPipeline } from '../uploads/pipeline.js';
+import { ResumableEngine } from '../uploads/resumable.js';
 import type { RunStore } from '../uploads/runs.js';
 import { authenticate, secretEquals } from './auth.js';
+import { chunkedRoutes } from './routes/chunked.js';
 import { clientRoutes } from './routes/clients.js';
+import { directRoutes } from './routes/direct.js';
 import { flagRoutes } from './routes/flags.js';
 import { healthRoutes } from './routes/health.js';
 import { objectRoutes } from './routes/objects.js';
 import { observabilityRoutes, registerOpenApi } from './routes/observability.js';
 import { runRoutes } from './routes/runs.js';
+import { telemetryRoutes } from './routes/telemetry.js';
+import { tusRoutes } from './routes/tus.js';
 import { uploadRoutes } from './routes/uploads.js';
 
 export type AuthMode = 'none' | 'client' | 'admin' | 'client-or-admin';
@@ -32,6 +37,10 @@ declare module 'fastify' {
     client: ResolvedClient | undefined;
     /** True when the request carried a valid admin token. */
     isAdmin: boolean;
+  }
+  interface FastifyInstance {
+    /** Issue 3: the resumable-upload engine (sweepExpired for the sweeper). */
+    resumable: ResumableEngine;
   }
   interface FastifyContextConfig {
     auth?: AuthMode;
@@ -201,5 +210,19 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   await app.register(observabilityRoutes, { ctx });
   await app.register(uploadRoutes, { ctx });
   await app.register(objectRoutes, { ctx });
+  // Issue 3: resumable (chunked, tus) and direct uploads. The engine's sweep of
+  // expired sessions runs on its own timer (uploads.sweep_interval_seconds).
+  const resumable = new ResumableEngine(ctx.db.db, ctx.pipeline, {
+    sessionTtlMs: config.raw.uploads.session_ttl_hours * 3600 * 1000,
+    sweepIntervalMs: config.raw.uploads.sweep_interval_seconds * 1000,
+    logger: ctx.logger,
+  });
+  app.decorate('resumable', resumable);
+  app.addHook('onClose', async () => resumable.stop());
+  await app.register(chunkedRoutes, { ctx, engine: resumable });
+  await app.register(tusRoutes, { ctx, engine: resumable });
+  await app.register(directRoutes, { ctx });
+  await app.register(telemetryRoutes, { ctx });
+  resumable.start();
   return app;
 }

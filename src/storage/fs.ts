@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError, ErrorCode } from '../errors.js';
-import type { ByteRange, DeleteManyResult, GetResult, ObjectInfo, PutOptions, PutResult, StorageBackend } from './types.js';
+import type { ByteRange, DeleteManyResult, GetResult, MultipartCapability, ObjectInfo, PutOptions, PutResult, StorageBackend, StoredPart } from './types.js';
 
 /** Staging area inside the root, so the final rename never crosses a filesystem. */
 export const FS_TMP_DIR = '.s3up-tmp';
@@ -96,15 +96,21 @@ export class FsStorage implements StorageBackend {
   readonly root: string;
   readonly tmpDir: string;
   private readonly dirSyncer = new DirSyncer();
+  /** Staging files of resumable uploads (a sub-folder, so the stale-temp cleaner leaves them to the engine). */
+  readonly multipartDir: string;
+  readonly multipart: MultipartCapability;
 
   private constructor(root: string) {
     this.root = path.resolve(root);
     this.tmpDir = path.join(this.root, FS_TMP_DIR);
+    this.multipartDir = path.join(this.tmpDir, 'multipart');
+    this.multipart = this.makeMultipart();
   }
 
   static async open(root: string): Promise<FsStorage> {
     const s = new FsStorage(root);
     await mkdir(s.tmpDir, { recursive: true });
+    await mkdir(s.multipartDir, { recursive: true });
     await s.removeStaleTemps();
     return s;
   }
@@ -166,6 +172,110 @@ export class FsStorage implements StorageBackend {
     } catch (err) {
       throw storageError(err, 'publish');
     }
+  }
+
+  /**
+   * Resumable uploads on the filesystem: one staging file per upload, sized up
+   * front (sparse), each part written in place at (partNumber-1)*partSize with
+   * positional writes and fdatasync'ed before it is acknowledged. Completion is
+   * fsync + rename: no byte is read back. The upload id carries the part size
+   * ("<uuid>.<partSize>"), so any gateway on the same root can continue it.
+   */
+  private makeMultipart(): MultipartCapability {
+    const stagingPath = (uploadId: string): { file: string; partSize: number } => {
+      const m = /^([0-9a-f-]{36})\.(\d+)$/.exec(uploadId);
+      if (!m) throw new AppError(ErrorCode.NOT_FOUND, 'unknown upload id');
+      return { file: path.join(this.multipartDir, `${m[1]}.upload`), partSize: Number(m[2]) };
+    };
+    return {
+      create: async (key, { partSize, totalSize }) => {
+        this.pathFor(key);
+        const uploadId = `${randomUUID()}.${partSize}`;
+        const { file } = stagingPath(uploadId);
+        try {
+          // The folder may have been swept as empty: recreate it.
+          await mkdir(this.multipartDir, { recursive: true });
+          const fh = await open(file, 'wx', 0o640);
+          try {
+            await fh.truncate(totalSize);
+          } finally {
+            await fh.close();
+          }
+        } catch (err) {
+          throw storageError(err, 'create staging file');
+        }
+        return uploadId;
+      },
+      uploadPart: async (_key, uploadId, partNumber, body, size): Promise<StoredPart> => {
+        const { file, partSize } = stagingPath(uploadId);
+        if (size > partSize) throw new AppError(ErrorCode.INVALID_REQUEST, `part ${partNumber} is larger than the part size`);
+        let fh: Awaited<ReturnType<typeof open>>;
+        try {
+          fh = await open(file, 'r+');
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new AppError(ErrorCode.NOT_FOUND, 'the upload no longer exists');
+          throw storageError(err, 'open staging file');
+        }
+        const position = (partNumber - 1) * partSize;
+        let written = 0;
+        try {
+          if (Buffer.isBuffer(body)) {
+            while (written < body.length) {
+              const { bytesWritten } = await fh.write(body, written, body.length - written, position + written);
+              written += bytesWritten;
+            }
+          } else {
+            for await (const chunk of body) {
+              const buf = chunk as Buffer;
+              if (written + buf.length > size) throw new AppError(ErrorCode.SIZE_MISMATCH, `part ${partNumber} is longer than ${size} bytes`);
+              let off = 0;
+              while (off < buf.length) {
+                const { bytesWritten } = await fh.write(buf, off, buf.length - off, position + written + off);
+                off += bytesWritten;
+              }
+              written += buf.length;
+            }
+          }
+          if (written !== size) throw new AppError(ErrorCode.SIZE_MISMATCH, `part ${partNumber}: received ${written} bytes, expected ${size}`);
+          await fh.datasync();
+        } catch (err) {
+          throw DISK_ERRORS.has((err as NodeJS.ErrnoException).code ?? '') ? storageError(err, 'write part') : err;
+        } finally {
+          await fh.close();
+        }
+        return { partNumber, etag: `"part-${partNumber}-${size.toString(16)}"`, size };
+      },
+      complete: async (key, uploadId, parts) => {
+        const { file } = stagingPath(uploadId);
+        const finalPath = this.pathFor(key);
+        const total = parts.reduce((n, p) => n + p.size, 0);
+        try {
+          const fh = await open(file, 'r+');
+          try {
+            const st = await fh.stat();
+            if (st.size !== total) await fh.truncate(total);
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new AppError(ErrorCode.NOT_FOUND, 'the upload no longer exists');
+          throw storageError(err, 'complete');
+        }
+        await this.publish(file, finalPath);
+        const st = await stat(finalPath);
+        return { size: st.size, etag: statEtag(st.size, st.mtimeMs) };
+      },
+      abort: async (_key, uploadId) => {
+        const { file } = stagingPath(uploadId);
+        try {
+          await unlink(file);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw storageError(err, 'abort');
+        }
+        return true;
+      },
+    };
   }
 
   async head(key: string): Promise<ObjectInfo | null> {

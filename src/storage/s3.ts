@@ -177,13 +177,16 @@ export class S3Storage implements StorageBackend {
     this.presign = {
       presignPut: async (key, { size, contentType, expiresInSeconds }) => {
         const command = new PutObjectCommand({ Bucket: this.bucket, Key: key, ContentLength: size, ContentType: contentType });
+        // Sign the length (when known) and type so the store refuses any other body.
+        const signed = size === undefined ? ['content-type'] : ['content-length', 'content-type'];
         const url = await getSignedUrl(this.client, command, {
           expiresIn: expiresInSeconds,
-          // Sign the length and type so the store refuses any other body.
-          signableHeaders: new Set(['content-length', 'content-type']),
-          unhoistableHeaders: new Set(['content-length', 'content-type']),
+          signableHeaders: new Set(signed),
+          unhoistableHeaders: new Set(signed),
         });
-        return { url, headers: { 'content-type': contentType, 'content-length': String(size) } };
+        const headers: Record<string, string> = { 'content-type': contentType };
+        if (size !== undefined) headers['content-length'] = String(size);
+        return { url, headers };
       },
     };
   }
@@ -206,7 +209,6 @@ export class S3Storage implements StorageBackend {
       });
       p.catch(() => {});
       inflight.add(p);
-      if (inflight.size >= this.queueSize) await Promise.race(inflight);
     };
     try {
       for await (const chunk of body) {
@@ -252,10 +254,11 @@ export class S3Storage implements StorageBackend {
           throw s3Error(err, 'create multipart upload');
         }
       },
-      uploadPart: async (key, uploadId, partNumber, body, size) => {
+      uploadPart: async (key, uploadId, partNumber, body, size, opts) => {
         try {
           const out = await this.client.send(
             new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: size }),
+            { abortSignal: opts?.signal },
           );
           return { partNumber, etag: out.ETag ?? '', size };
         } catch (err) {

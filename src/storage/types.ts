@@ -59,7 +59,15 @@ export interface MultipartCapability {
    */
   create(key: string, opts: { contentType?: string | undefined; partSize: number; totalSize: number }): Promise<string>;
   /** Store one part (1-based). The body must be exactly `size` bytes. */
-  uploadPart(key: string, uploadId: string, partNumber: number, body: Readable | Buffer, size: number): Promise<StoredPart>;
+  uploadPart(
+    key: string,
+    uploadId: string,
+    partNumber: number,
+    body: Readable | Buffer,
+    size: number,
+    /** Aborting gives up the part (a body that failed midway must not leave the store waiting). */
+    opts?: { signal?: AbortSignal | undefined },
+  ): Promise<StoredPart>;
   /** Publish the parts, in order, as one object at `key`. */
   complete(key: string, uploadId: string, parts: StoredPart[]): Promise<PutResult>;
   /** Drop the parts. Resolves `false` when the store cannot abort (s3rver); the caller retries later. */
@@ -67,8 +75,8 @@ export interface MultipartCapability {
 }
 
 export interface PresignCapability {
-  /** A URL that accepts exactly one PUT of `size` bytes with `contentType` until it expires. */
-  presignPut(key: string, opts: { size: number; contentType: string; expiresInSeconds: number }): Promise<{ url: string; headers: Record<string, string> }>;
+  /** A URL that accepts a PUT of `size` bytes (when given) with `contentType` until it expires. */
+  presignPut(key: string, opts: { size?: number | undefined; contentType: string; expiresInSeconds: number }): Promise<{ url: string; headers: Record<string, string> }>;
 }
 
 /** What the upload pipeline needs from a store. Optional capabilities are detected, never faked. */

@@ -26,6 +26,11 @@ export interface IngestRequest {
    * it here; throwing publishes nothing.
    */
   beforeCommit?: (() => Promise<void>) | undefined;
+  /**
+   * A run created earlier in `queued` (direct uploads: issued with the upload
+   * key); it moves to processing instead of a new run being created.
+   */
+  queuedRun?: Run | undefined;
 }
 
 export interface IngestResult {
@@ -100,17 +105,19 @@ export class UploadPipeline {
     const { path, key } = this.keyFor(client, req.path);
     this.checkDeclaredSize(client, req.declaredSize);
 
-    const run = await this.runs.create({
-      client: client.name,
-      kind: req.kind,
-      path,
-      objectKey: key,
-      status: 'processing',
-      size: req.declaredSize ?? null,
-      contentType: req.contentType ?? null,
-      filename: req.filename ?? null,
-    });
-    this.emitStarted(req.kind, client.name);
+    const run = req.queuedRun
+      ? await this.runs.transition(req.queuedRun.run_id, 'processing')
+      : await this.runs.create({
+          client: client.name,
+          kind: req.kind,
+          path,
+          objectKey: key,
+          status: 'processing',
+          size: req.declaredSize ?? null,
+          contentType: req.contentType ?? null,
+          filename: req.filename ?? null,
+        });
+    if (!req.queuedRun) this.emitStarted(req.kind, client.name);
 
     const meter = new Meter(client.maxFileSize);
     // Errors on either side (client abort, limit exceeded) destroy both streams.
