@@ -201,6 +201,10 @@ export class S3Storage implements StorageBackend {
     const mp = this.multipart;
     const send = async (buf: Buffer): Promise<void> => {
       uploadId ??= await mp.create(key, { contentType: opts.contentType, partSize: this.partSize, totalSize: 0 });
+      // Wait for a free slot before sending (not after): the next part is then read
+      // from the client while `queueSize` parts are in flight, and goes out the
+      // moment one finishes. Costs one more part of memory; keeps the store busy.
+      while (inflight.size >= this.queueSize) await Promise.race(inflight);
       const n = ++partNumber;
       const id = uploadId;
       const p: Promise<void> = mp.uploadPart(key, id, n, buf, buf.length).then((part) => {
