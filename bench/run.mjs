@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+// Benchmarks of issue 2. Builds the gateway (dist/), then runs every benchmark
+// or the ones named:
+//   npm run bench                      large, small and s3 at their default sizes
+//   npm run bench -- large             one benchmark
+//   npm run bench -- large --4g        also the 4 GiB peak-RSS run
+//   npm run bench -- large --size 64m --rounds 1     quick check while developing
+//   npm run bench -- small --count 2000 --warmup 200
+//   npm run bench -- s3 --size 256m
+//   --cpu-prof DIR   run the gateway under `node --cpu-prof` and write the profile to DIR
+//   --json           print the raw results as JSON at the end
+//   --no-build       skip `npm run build`
+// Results are printed as a table; see docs/benchmarks.md for the figures measured.
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { largeRows, runLarge } from './large.mjs';
+import { GiB, parseSize, printTable, ROOT } from './lib.mjs';
+import { runS3, s3Rows } from './s3.mjs';
+import { runSmall, smallRows } from './small.mjs';
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    size: { type: 'string' },
+    rounds: { type: 'string' },
+    '4g': { type: 'boolean', default: false },
+    count: { type: 'string' },
+    warmup: { type: 'string' },
+    concurrency: { type: 'string' },
+    'cpu-prof': { type: 'string' },
+    json: { type: 'boolean', default: false },
+    'no-build': { type: 'boolean', default: false },
+  },
+});
+
+const ALL = ['large', 'small', 's3'];
+const names = positionals.length > 0 ? positionals : ALL;
+for (const n of names) {
+  if (!ALL.includes(n)) {
+    console.error(`bench: unknown benchmark "${n}" (known: ${ALL.join(', ')})`);
+    process.exit(2);
+  }
+}
+
+if (!values['no-build']) {
+  const b = spawnSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
+  if (b.status !== 0) process.exit(b.status ?? 1);
+}
+
+const num = (v) => (v === undefined ? undefined : Number(v));
+const size = values.size === undefined ? undefined : parseSize(values.size);
+const cpuProf = values['cpu-prof'];
+
+console.error(`bench: node ${process.version}, ${os.cpus().length} cores, ${(os.totalmem() / GiB).toFixed(0)} GiB RAM, ${os.cpus()[0]?.model ?? ''}`);
+const rows = [];
+const results = {};
+for (const name of names) {
+  const t0 = Date.now();
+  if (name === 'large') {
+    results.large = await runLarge({ size, rounds: num(values.rounds), big: values['4g'] ? 4 * GiB : false, cpuProf });
+    rows.push(...largeRows(results.large));
+  } else if (name === 'small') {
+    results.small = await runSmall({ count: num(values.count), warmup: num(values.warmup), concurrency: num(values.concurrency), cpuProf });
+    rows.push(...smallRows(results.small));
+  } else if (name === 's3') {
+    results.s3 = await runS3({ size, rounds: num(values.rounds), cpuProf });
+    rows.push(...s3Rows(results.s3));
+  }
+  console.error(`bench: ${name} took ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
+console.log('');
+printTable(rows);
+if (values.json) console.log(JSON.stringify(results, null, 2));

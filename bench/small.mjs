@@ -1,0 +1,69 @@
+// Benchmark "small": many 4 KiB uploads (PUT /objects/...) over 32 keep-alive
+// connections to the gateway (filesystem + SQLite), against the bare Node server
+// writing the same files in the same run. The load generator is its own process.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { benchTmp, fmt, rmrf, runJson, startBaseline, startGateway, syncDisks } from './lib.mjs';
+
+const LOADGEN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'loadgen.mjs');
+
+/**
+ * @param {{ count?: number, warmup?: number, concurrency?: number, size?: number, cpuProf?: string }} opts
+ */
+export async function runSmall(opts = {}) {
+  const count = opts.count ?? 20_000;
+  const warmup = opts.warmup ?? 2_000;
+  const concurrency = opts.concurrency ?? 32;
+  const size = opts.size ?? 4096;
+  const tmp = benchTmp('small');
+  const log = (m) => console.error(`[small] ${m}`);
+  const started = [];
+  try {
+    const nodeArgs = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] : [];
+    const gw = await startGateway({ dir: path.join(tmp, 'gw'), nodeArgs, env: opts.gatewayEnv });
+    started.push(gw);
+    const base = await startBaseline({ dir: path.join(tmp, 'base') });
+    started.push(base);
+    const baseSync = await startBaseline({ dir: path.join(tmp, 'base-fsync'), fsync: true });
+    started.push(baseSync);
+
+    const load = async (name, url, auth) => {
+      syncDisks();
+      const args = ['--url', url, '--count', String(count), '--warmup', String(warmup), '--concurrency', String(concurrency), '--size', String(size)];
+      if (auth) args.push('--auth', auth);
+      const r = await runJson(LOADGEN, args);
+      log(`${name}: ${fmt(r.perSecond, 0)} uploads/s, p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms`);
+      return r;
+    };
+    const result = {
+      count,
+      warmup,
+      concurrency,
+      size,
+      baseline: await load('baseline', `${base.url}/small`),
+      baselineFsync: await load('baseline+fsync', `${baseSync.url}/small`),
+      gateway: await load('gateway', `${gw.url}/objects/small`, gw.key),
+      peakRssMB: { gateway: gw.peakRssMB(), baseline: base.peakRssMB(), baselineFsync: baseSync.peakRssMB() },
+    };
+    return result;
+  } finally {
+    for (const s of started) await s.stop().catch(() => {});
+    rmrf(tmp);
+  }
+}
+
+export function smallRows(r) {
+  const g = r.gateway;
+  const lat = (x) => `p50 ${fmt(x.p50, 1)} / p99 ${fmt(x.p99, 1)} ms`;
+  return [
+    {
+      benchmark: `small ${r.size / 1024} KiB x ${r.count}, c=${r.concurrency}, fs+sqlite`,
+      figure: `${fmt(g.perSecond, 0)} uploads/s, ${lat(g)}`,
+      baseline: `${fmt(r.baseline.perSecond, 0)}/s ${lat(r.baseline)} (no fsync); ${fmt(r.baselineFsync.perSecond, 0)}/s ${lat(r.baselineFsync)} (fsync)`,
+      ratio: `${fmt(g.perSecond / r.baseline.perSecond, 3)} / ${fmt(g.perSecond / r.baselineFsync.perSecond, 3)}`,
+      'peak RSS': `${fmt(r.peakRssMB.gateway)} MB (baseline ${fmt(r.peakRssMB.baseline)})`,
+      target: '>= 1500 uploads/s',
+      met: g.perSecond >= 1500 ? 'yes' : 'NO',
+    },
+  ];
+}
