@@ -44,7 +44,13 @@ export interface UploadOptions {
 
 /** Percent-encode each segment of a client path for a URL. */
 export function encodePath(path: string): string {
-  return path.split('/').map(encodeURIComponent).join('/');
+  const segments = path.split('/');
+  // A URL parser resolves "." and ".." segments (even as %2E%2E), so such a path would
+  // silently go to another object: refuse it here, with the gateway's own code.
+  if (segments.some((seg) => seg === '.' || seg === '..')) {
+    throw new GatewayError('invalid path: "." and ".." segments are not allowed', 400, 'INVALID_PATH', undefined, undefined);
+  }
+  return segments.map(encodeURIComponent).join('/');
 }
 
 function isNetworkError(err: unknown): boolean {

@@ -1,0 +1,288 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { GatewayClient, GatewayError } from '../src/client/index.js';
+import { sha256File, uploadFile } from '../src/client/node.js';
+import { bytes, MiB, sha256 } from './helpers/http.js';
+import { BACKENDS, startTestServer, type TestServer } from './helpers/server.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+
+/** fetch that counts the requests it makes (the real fetch does the work). */
+function countingFetch(onResponse?: (res: Response, n: number) => void): { fetch: typeof fetch; calls: () => number } {
+  let n = 0;
+  return {
+    fetch: (async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+      n++;
+      const res = await fetch(input, init);
+      onResponse?.(res, n);
+      return res;
+    }) as typeof fetch,
+    calls: () => n,
+  };
+}
+
+const FAST_RETRY = { attempts: 4, baseDelayMs: 20, maxDelayMs: 100 };
+
+async function text(res: Response): Promise<Buffer> {
+  return Buffer.from(await res.arrayBuffer());
+}
+
+for (const backend of BACKENDS) {
+  describe(`client SDK (${backend})`, () => {
+    let t: TestServer;
+    let dir: string;
+    let client: GatewayClient;
+    before(async () => {
+      t = await startTestServer({ backend });
+      dir = mkdtempSync(path.join(os.tmpdir(), 's3up-sdk-'));
+      client = new GatewayClient({ baseUrl: `${t.url}/`, apiKey: t.keys.alice as string, retry: FAST_RETRY });
+    });
+    after(async () => {
+      await t?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('upload, exists, download (whole and range), delete', async () => {
+      const data = bytes(100_000);
+      const up = await client.upload('sdk/a b/one.bin', data, { contentType: 'application/x-sdk', sha256: sha256(data) });
+      assert.equal(up.success, true);
+      assert.equal(up.s3_key, 'backups/alice/sdk/a b/one.bin');
+      assert.equal(up.size, data.length);
+      assert.equal(up.sha256, sha256(data));
+      const ex = await client.exists('sdk/a b/one.bin');
+      assert.equal(ex.exists, true);
+      assert.equal(ex.size, data.length);
+      assert.equal(ex.sha256, sha256(data));
+      const whole = await client.download('sdk/a b/one.bin');
+      assert.equal(whole.status, 200);
+      assert.equal(whole.headers.get('content-type'), 'application/x-sdk');
+      assert.deepEqual(await text(whole), data);
+      const part = await client.download('sdk/a b/one.bin', { range: { start: 10, end: 19 } });
+      assert.equal(part.status, 206);
+      assert.deepEqual(await text(part), data.subarray(10, 20));
+      const tail = await client.download('sdk/a b/one.bin', { range: { start: 99_990 } });
+      assert.deepEqual(await text(tail), data.subarray(99_990));
+      await client.delete('sdk/a b/one.bin');
+      assert.equal((await client.exists('sdk/a b/one.bin')).exists, false);
+    });
+
+    it('uploads a Blob and a stream factory', async () => {
+      const data = bytes(50_000);
+      const blob = await client.upload('sdk/blob.bin', new Blob([data]));
+      assert.equal(blob.sha256, sha256(data));
+      const stream = await client.upload(
+        'sdk/stream.bin',
+        () =>
+          new ReadableStream<Uint8Array>({
+            start(c) {
+              c.enqueue(data.subarray(0, 20_000));
+              c.enqueue(data.subarray(20_000));
+              c.close();
+            },
+          }),
+      );
+      assert.equal(stream.sha256, sha256(data));
+      assert.equal(stream.size, data.length);
+    });
+
+    it('uploadFile streams a file with its SHA-256 and the gateway verifies it', async () => {
+      const file = path.join(dir, 'file.bin');
+      const data = bytes(3 * MiB + 5);
+      writeFileSync(file, data);
+      assert.equal(await sha256File(file), sha256(data));
+      const counted = countingFetch();
+      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, fetch: counted.fetch, retry: FAST_RETRY });
+      const res = await uploadFile(c, file, 'sdk/file.bin', { contentType: 'application/x-file' });
+      assert.equal(res.sha256, sha256(data));
+      assert.equal(res.size, data.length);
+      assert.equal(counted.calls(), 1);
+      const run = await t.server.ctx.runs.get(res.run_id);
+      assert.equal(run?.sha256, sha256(data));
+      assert.equal(run?.content_type, 'application/x-file');
+    });
+
+    it('GatewayError carries the error code, status and request id; 4xx is not retried', async () => {
+      const counted = countingFetch();
+      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, fetch: counted.fetch, retry: FAST_RETRY });
+      const data = bytes(1000);
+      const err = await c.upload('sdk/bad.bin', data, { sha256: sha256(Buffer.from('other')) }).catch((e: unknown) => e);
+      assert.ok(err instanceof GatewayError);
+      assert.equal(err.status, 400);
+      assert.equal(err.errorCode, 'CHECKSUM_MISMATCH');
+      assert.equal(typeof err.requestId, 'string');
+      assert.ok((err.requestId as string).length > 0);
+      assert.equal(err.retryable, false);
+      assert.equal(typeof err.body?.run_id, 'string');
+      assert.equal(counted.calls(), 1, 'a 4xx is not retried');
+
+      const missing = await c.download('sdk/none.bin').catch((e: unknown) => e);
+      assert.ok(missing instanceof GatewayError);
+      assert.equal(missing.errorCode, 'NOT_FOUND');
+      assert.equal(missing.status, 404);
+      assert.equal(counted.calls(), 2);
+
+      const wrongKey = new GatewayClient({ baseUrl: t.url, apiKey: 'sk_wrong_0123456789012345678901234567', fetch: counted.fetch, retry: FAST_RETRY });
+      const unauth = await wrongKey.exists('x').catch((e: unknown) => e);
+      assert.ok(unauth instanceof GatewayError);
+      assert.equal(unauth.errorCode, 'UNAUTHORIZED');
+      assert.equal(unauth.status, 401);
+      assert.equal(counted.calls(), 3);
+      assert.ok(!unauth.message.includes('sk_wrong'), 'the key is not echoed');
+
+      // A dot segment is refused, not resolved away by the URL parser into another path.
+      for (const p of ['sdk/../x', '../x', 'sdk/./x']) {
+        const dots = await c.upload(p, data).catch((e: unknown) => e);
+        assert.ok(dots instanceof GatewayError, p);
+        assert.equal(dots.errorCode, 'INVALID_PATH');
+        assert.equal(dots.retryable, false);
+        const del = await c.delete(p).catch((e: unknown) => e);
+        assert.ok(del instanceof GatewayError && del.errorCode === 'INVALID_PATH', p);
+      }
+      assert.equal((await client.exists('x')).exists, false);
+      // The gateway refuses an encoded dot segment on its own as well.
+      const raw = await fetch(`${t.url}/objects/sdk/%2e%2e%2fx`, { method: 'PUT', headers: { authorization: `Bearer ${t.keys.alice}` }, body: data });
+      assert.equal(raw.status, 400);
+      assert.equal(((await raw.json()) as { error_code: string }).error_code, 'INVALID_PATH');
+    });
+
+    it('retries a 503 (gateway shutting down) and re-sends the body', async () => {
+      const closing = t.server.ctx.closing;
+      closing.value = true;
+      const seen: number[] = [];
+      const counted = countingFetch((res) => {
+        seen.push(res.status);
+        // The "restarted" gateway is back after the first refusal.
+        closing.value = false;
+      });
+      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, fetch: counted.fetch, retry: FAST_RETRY });
+      const file = path.join(dir, 'retry.bin');
+      const data = bytes(200_000);
+      writeFileSync(file, data);
+      try {
+        const res = await uploadFile(c, file, 'sdk/retry.bin');
+        assert.equal(res.sha256, sha256(data));
+      } finally {
+        closing.value = false;
+      }
+      assert.deepEqual(seen, [503, 200]);
+      assert.equal(counted.calls(), 2);
+      assert.equal((await client.exists('sdk/retry.bin')).sha256, sha256(data));
+    });
+
+    it('gives up after the configured attempts with a retryable error', async () => {
+      t.server.ctx.closing.value = true;
+      const counted = countingFetch();
+      const c = new GatewayClient({
+        baseUrl: t.url,
+        apiKey: t.keys.alice as string,
+        fetch: counted.fetch,
+        retry: { attempts: 3, baseDelayMs: 5, maxDelayMs: 10 },
+      });
+      try {
+        const err = await c.exists('sdk/x').catch((e: unknown) => e);
+        assert.ok(err instanceof GatewayError);
+        assert.equal(err.status, 503);
+        assert.equal(err.errorCode, 'SHUTTING_DOWN');
+        assert.equal(err.retryable, true);
+      } finally {
+        t.server.ctx.closing.value = false;
+      }
+      assert.equal(counted.calls(), 3);
+      // Nothing listening: a network error (status 0), retried, then reported.
+      const dead = countingFetch();
+      const nobody = new GatewayClient({
+        baseUrl: 'http://127.0.0.1:9',
+        apiKey: 'k',
+        fetch: dead.fetch,
+        retry: { attempts: 2, baseDelayMs: 5, maxDelayMs: 10 },
+      });
+      const netErr = await nobody.health().catch((e: unknown) => e);
+      assert.ok(netErr instanceof GatewayError);
+      assert.equal(netErr.status, 0);
+      assert.equal(netErr.errorCode, 'NETWORK_ERROR');
+      assert.equal(dead.calls(), 2);
+    });
+  });
+}
+
+describe('s3up CLI (child process)', () => {
+  let t: TestServer;
+  let dir: string;
+  before(async () => {
+    t = await startTestServer({ backend: 'fs' });
+    dir = mkdtempSync(path.join(os.tmpdir(), 's3up-cli-'));
+  });
+  after(async () => {
+    await t?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: Buffer; stderr: string }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/bin/s3up.ts'), ...args], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '', HOME: dir, ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const out: Buffer[] = [];
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => out.push(d));
+      child.stderr.on('data', (d: Buffer) => {
+        err += d.toString();
+      });
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      child.on('error', reject);
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: err });
+      });
+    });
+  }
+
+  it('put, exists, get (to a file and to stdout) with the key in the environment', async () => {
+    const file = path.join(dir, 'in.bin');
+    const data = bytes(300_000);
+    writeFileSync(file, data);
+    const env = { S3UP_SERVER: t.url, S3UP_API_KEY: t.keys.alice as string };
+    const put = await cli(['put', file, 'cli/in.bin'], env);
+    assert.equal(put.code, 0, put.stderr);
+    assert.equal(put.stderr, '', 'stderr stays clean');
+    const res = JSON.parse(put.stdout.toString()) as Record<string, unknown>;
+    assert.equal(res.sha256, sha256(data));
+    assert.equal(res.s3_key, 'backups/alice/cli/in.bin');
+
+    const ex = await cli(['exists', 'cli/in.bin'], env);
+    assert.equal(ex.code, 0, ex.stderr);
+    assert.equal((JSON.parse(ex.stdout.toString()) as Record<string, unknown>).sha256, sha256(data));
+
+    const out = path.join(dir, 'out.bin');
+    const get = await cli(['get', 'cli/in.bin', out], env);
+    assert.equal(get.code, 0, get.stderr);
+    assert.deepEqual(readFileSync(out), data);
+
+    const toStdout = await cli(['get', 'cli/in.bin'], env);
+    assert.equal(toStdout.code, 0, toStdout.stderr);
+    assert.deepEqual(toStdout.stdout, data);
+  });
+
+  it('exit codes and messages: missing object, wrong key (not echoed), no key', async () => {
+    const none = await cli(['exists', 'cli/none.bin', '--server', t.url, '--key', t.keys.alice as string]);
+    assert.equal(none.code, 1);
+    assert.equal((JSON.parse(none.stdout.toString()) as Record<string, unknown>).exists, false);
+
+    const wrong = 'sk_wrong_key_0123456789abcdef0123456789';
+    const bad = await cli(['get', 'cli/in.bin', '--server', t.url, '--key', wrong]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /UNAUTHORIZED/);
+    assert.match(bad.stderr, /request [0-9a-f-]{36}/);
+    assert.ok(!bad.stderr.includes(wrong) && !bad.stdout.toString().includes(wrong), 'the key is never printed');
+
+    const noKey = await cli(['exists', 'x', '--server', t.url]);
+    assert.equal(noKey.code, 1);
+    assert.match(noKey.stderr, /no API key/);
+  });
+});
