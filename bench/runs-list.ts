@@ -221,6 +221,16 @@ async function runDb(kind: 'sqlite' | 'postgres') {
         `${kind.padEnd(8)} ${sc.name.padEnd(40)} http p50 ${row.http_p50_ms} ms  p99 ${row.http_p99_ms} ms | sql p50 ${row.sql_p50_ms} p99 ${row.sql_p99_ms} ms | ratio ${row.ratio_p99}`,
       );
     }
+    // GET /clients aggregates over the records (activity of 7 days, storage used over all live objects).
+    const clientsMs: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const s = performance.now();
+      const res = await fetch(`${server.url}/clients`, { headers: { 'x-admin-token': ADMIN } });
+      await res.json();
+      clientsMs.push(performance.now() - s);
+    }
+    console.error(`${kind.padEnd(8)} GET /clients: ${clientsMs.map((m) => m.toFixed(0)).join(' / ')} ms`);
+    clientsTimes[kind] = Math.min(...clientsMs);
   } finally {
     await server.close(1000);
     await dropPg?.();
@@ -231,6 +241,7 @@ async function runDb(kind: 'sqlite' | 'postgres') {
 
 const dbs: Array<'sqlite' | 'postgres'> = values.db === 'both' ? ['sqlite', 'postgres'] : [values.db as 'sqlite' | 'postgres'];
 const all = [];
+const clientsTimes: Record<string, number> = {};
 console.error(
   `load average at the start: ${os
     .loadavg()
