@@ -151,6 +151,9 @@ for (const backend of BACKENDS) {
         assert.equal(again.body.length, 0);
         const list = await get('alice', 'dl/data.bin', { 'if-none-match': `"nope", ${etag}` });
         assert.equal(list.status, 304);
+        // If-None-Match compares weakly (RFC 9110): a W/ tag from a cache still matches.
+        const weak = await get('alice', 'dl/data.bin', { 'if-none-match': `W/${etag}` });
+        assert.equal(weak.status, 304);
         const other = await get('alice', 'dl/data.bin', { 'if-none-match': '"something-else"' });
         assert.equal(other.status, 200);
         assert.deepEqual(other.body, data);

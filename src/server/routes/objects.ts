@@ -99,7 +99,7 @@ export async function objectRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
       else reply.removeHeader('x-s3up-sha256');
 
       const inm = request.headers['if-none-match'];
-      if (typeof inm === 'string' && inm.split(',').some((t) => t.trim() === etag || t.trim() === '*')) {
+      if (typeof inm === 'string' && inm.split(',').some((t) => t.trim().replace(/^W\//, '') === etag || t.trim() === '*')) {
         return reply.code(304).send();
       }
       let range = parseRange(typeof request.headers.range === 'string' ? request.headers.range : undefined, size);
