@@ -115,7 +115,11 @@ export const configSchema = z
     uploads: z
       .object({
         /** Unfinished chunked/tus sessions expire after this many hours. */
-        session_ttl_hours: z.coerce.number().positive().max(24 * 365).default(24),
+        session_ttl_hours: z.coerce
+          .number()
+          .positive()
+          .max(24 * 365)
+          .default(24),
         /** How often the gateway aborts expired sessions and retries failed aborts. */
         sweep_interval_seconds: z.coerce.number().positive().max(86400).default(60),
         /** Lifetime of a presigned PUT URL or signed form key (clamped to 7 days). */

@@ -76,7 +76,10 @@ export interface MultipartCapability {
 
 export interface PresignCapability {
   /** A URL that accepts a PUT of `size` bytes (when given) with `contentType` until it expires. */
-  presignPut(key: string, opts: { size?: number | undefined; contentType: string; expiresInSeconds: number }): Promise<{ url: string; headers: Record<string, string> }>;
+  presignPut(
+    key: string,
+    opts: { size?: number | undefined; contentType: string; expiresInSeconds: number },
+  ): Promise<{ url: string; headers: Record<string, string> }>;
 }
 
 /** What the upload pipeline needs from a store. Optional capabilities are detected, never faked. */
