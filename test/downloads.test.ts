@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readdirSync, readlinkSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { bytes, MiB, multipart, put, request, sha256 } from './helpers/http.js';
+import { bytes, eventually, MiB, multipart, put, request, sha256 } from './helpers/http.js';
 import { BACKENDS, startTestServer, type TestServer } from './helpers/server.js';
 
 for (const backend of BACKENDS) {
@@ -237,6 +239,40 @@ for (const backend of BACKENDS) {
         const again = await request(`${t.url}/objects/dl/gone.bin`, { method: 'DELETE', headers: t.auth('alice') });
         assert.equal(again.status, 404);
         assert.equal(again.json().error_code, 'NOT_FOUND');
+      });
+
+      it('abandoned downloads release their file handles and store connections', async () => {
+        const big = bytes(32 * MiB);
+        assert.equal((await put(t, 'alice', 'dl/abandon.bin', big)).status, 200);
+        // Descriptors of this process (the gateway runs in it) open on the object's file.
+        const objectFds = () =>
+          readdirSync('/proc/self/fd').filter((fd) => {
+            try {
+              return readlinkSync(`/proc/self/fd/${fd}`).endsWith('abandon.bin');
+            } catch {
+              return false;
+            }
+          }).length;
+        // More clients than the S3 client's socket pool (64) read a little and vanish.
+        await Promise.all(
+          Array.from(
+            { length: 80 },
+            () =>
+              new Promise<void>((resolve) => {
+                const req = httpGet(`${t.url}/objects/dl/abandon.bin`, { headers: t.auth('alice'), agent: false }, (res) => {
+                  res.once('data', () => {
+                    req.destroy();
+                    resolve();
+                  });
+                });
+                req.on('error', () => resolve());
+              }),
+          ),
+        );
+        await eventually(async () => objectFds() === 0, 10_000, `the object's file handles to be closed (${objectFds()} open)`);
+        const res = await get('alice', 'dl/abandon.bin');
+        assert.equal(res.status, 200);
+        assert.equal(sha256(res.body), sha256(big));
       });
 
       it('a 50 MB object streams back intact', async () => {
