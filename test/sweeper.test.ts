@@ -179,3 +179,31 @@ describe('s3up-server sweep (CLI)', () => {
     assert.equal(await exists(t, 'alice', 'logs/new.log'), true);
   });
 });
+
+describe('periodic prune (RUNS_PRUNE_MAX_AGE_DAYS) as a sweeper task', () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ clients: [{ name: 'alice' }], env: { RUNS_PRUNE_MAX_AGE_DAYS: '10', SWEEPER_ENABLED: '0' } });
+  });
+  after(async () => {
+    await t?.stop();
+  });
+
+  it('prunes old terminal records on a real sweep and only reports on a dry run', async () => {
+    const { ctx } = t.server;
+    assert.ok(ctx.sweeper.taskNames.includes('prune-runs'));
+    const old = Date.now() - 20 * DAY;
+    const failed = await ctx.runs.create({ client: 'alice', kind: 'raw', path: 'x', objectKey: 'backups/alice/x', status: 'processing' }, old);
+    await ctx.runs.transition(failed.run_id, 'failed', { errorCode: 'UPLOAD_ABORTED', errorMessage: 'x' }, old + 1);
+    const stuck = await ctx.runs.create({ client: 'alice', kind: 'chunked', path: 'y', objectKey: 'backups/alice/y', status: 'queued' }, old);
+    const dry = await ctx.sweeper.sweep({ dryRun: true });
+    assert.equal(dry.tasks.find((x) => x.name === 'prune-runs')?.removed, 0);
+    assert.ok(await ctx.runs.get(failed.run_id));
+    const real = await ctx.sweeper.sweep();
+    assert.equal(real.tasks.find((x) => x.name === 'prune-runs')?.removed, 1);
+    assert.equal(await ctx.runs.get(failed.run_id), undefined);
+    assert.ok(await ctx.runs.get(stuck.run_id), 'non-terminal records are never pruned');
+    const metrics = await (await fetch(`${t.url}/metrics`, { headers: admin })).text();
+    assert.match(metrics, /s3up_runs_pruned_total 1/);
+  });
+});
