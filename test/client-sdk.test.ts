@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { GatewayClient, GatewayError } from '../src/client/index.js';
 import { sha256File, uploadFile } from '../src/client/node.js';
-import { bytes, MiB, sha256 } from './helpers/http.js';
+import { bytes, MiB, request, sha256 } from './helpers/http.js';
 import { BACKENDS, startTestServer, type TestServer } from './helpers/server.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -267,6 +267,46 @@ describe('s3up CLI (child process)', () => {
     const toStdout = await cli(['get', 'cli/in.bin'], env);
     assert.equal(toStdout.code, 0, toStdout.stderr);
     assert.deepEqual(toStdout.stdout, data);
+  });
+
+  it('get never leaves a partial file under the destination name', async (ctx) => {
+    const data = bytes(64 * MiB);
+    const env = { S3UP_SERVER: t.url, S3UP_API_KEY: t.keys.alice as string };
+    assert.equal((await request(`${t.url}/objects/cli/big.bin`, { method: 'PUT', headers: t.auth('alice'), body: data })).status, 200);
+    const out = path.join(dir, 'big.out');
+    const running = cli(['get', 'cli/big.bin', out], env);
+    // Cut the connection once the download is under way.
+    let cut = false;
+    const watcher = (async () => {
+      for (let i = 0; i < 2000 && !cut; i++) {
+        // Whatever the CLI writes to (a staging file, or the destination itself).
+        const part = readdirSync(dir).find((f) => f.startsWith('big.out'));
+        if (part && statSync(path.join(dir, part)).size > 0) {
+          t.server.app.server.closeAllConnections();
+          cut = true;
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    })();
+    const res = await running;
+    await watcher;
+    ctx.diagnostic(cut ? `connection cut mid-download: ${res.stderr.trim()}` : 'the download finished before the cut');
+    if (cut) {
+      assert.equal(res.code, 1, 'an interrupted download fails');
+      assert.equal(existsSync(out), false, 'no partial file at the destination');
+    } else {
+      // The download finished before the watcher saw it: then it must be whole.
+      assert.equal(res.code, 0, res.stderr);
+      assert.equal(sha256(readFileSync(out)), sha256(data));
+    }
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.endsWith('.part')),
+      [],
+    );
+    // And a complete download is verified and lands whole.
+    const again = await cli(['get', 'cli/big.bin', out], env);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(sha256(readFileSync(out)), sha256(data));
   });
 
   it('exit codes and messages: missing object, wrong key (not echoed), no key', async () => {

@@ -1,5 +1,7 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { Readable } from 'node:stream';
+import { rename, unlink } from 'node:fs/promises';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { GatewayError } from '../client/errors.js';
@@ -66,7 +68,26 @@ export async function runCli(argv: string[], out: NodeJS.WritableStream = proces
         const res = await client(values).download(remote);
         if (!res.body) throw new Error('empty response');
         const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-        await pipeline(body, dest ? createWriteStream(dest) : out);
+        // Verified against the gateway's record while streaming; a file lands at `dest`
+        // only once complete and verified (never a partial download under its name).
+        const expected = res.headers.get('x-s3up-sha256');
+        const hash = createHash('sha256');
+        const tee = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            hash.update(chunk);
+            cb(null, chunk);
+          },
+        });
+        const tmp = dest ? `${dest}.s3up-${randomBytes(4).toString('hex')}.part` : undefined;
+        try {
+          await pipeline(body, tee, tmp ? createWriteStream(tmp, { flags: 'wx' }) : out);
+          const actual = hash.digest('hex');
+          if (expected && actual !== expected) throw new Error(`SHA-256 mismatch: received ${actual}, the gateway recorded ${expected}`);
+          if (tmp && dest) await rename(tmp, dest);
+        } catch (err) {
+          if (tmp) await unlink(tmp).catch(() => {});
+          throw err;
+        }
         return 0;
       }
       case 'health': {
