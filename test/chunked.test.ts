@@ -29,6 +29,20 @@ describe('chunk sizing', () => {
     assert.ok(Math.ceil(huge / c) <= 10_000, `${Math.ceil(huge / c)} parts`);
     assert.equal(c % MiB, 0);
   });
+  it('honours a client chunk_size only within the store rules', async () => {
+    const t = await startTestServer({ backend: 'fs' });
+    try {
+      const eng = t.server.app.resumable;
+      assert.equal(eng.negotiateChunkSize(1024 * MiB, 8 * MiB), 8 * MiB);
+      assert.equal(eng.negotiateChunkSize(1024 * MiB, 8 * MiB + 1), 10 * MiB);
+      assert.equal(eng.negotiateChunkSize(20_000 * MiB, MiB), 10 * MiB);
+      const s = await init(t, 'alice', 'pref.bin', 50 * MiB, { chunk_size: 8 * MiB });
+      assert.equal(s.chunk_size, 8 * MiB);
+      assert.equal(s.total_chunks, 7);
+    } finally {
+      await t.stop();
+    }
+  });
   it('composite checksum is SHA-256 over the raw chunk digests', () => {
     const a = Buffer.from('hello ');
     const b = Buffer.from('world');
@@ -90,6 +104,13 @@ for (const backend of BACKENDS) {
       assert.equal(((await noMd5.json()) as { status: string }).status, 'duplicate');
 
       const c2 = chunkOf(data, s.chunk_size, 2);
+      const badSha = await fetch(`${t.url}/upload/chunked/${s.file_id}/chunk?chunk_number=2`, {
+        method: 'POST',
+        headers: { ...t.auth('alice'), 'content-type': 'application/octet-stream', 'x-checksum-sha256': sha256hex(Buffer.from('no')) },
+        body: c2,
+      });
+      assert.equal(badSha.status, 400);
+      assert.equal(((await badSha.json()) as { error_code: string }).error_code, 'CHECKSUM_MISMATCH');
       const bad = await sendChunk(t, 'alice', s.file_id, 2, c2, md5b64(Buffer.from('not this')));
       assert.equal(bad.status, 400);
       assert.equal(((await bad.json()) as { error_code: string }).error_code, 'CHECKSUM_MISMATCH');

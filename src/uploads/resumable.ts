@@ -72,16 +72,24 @@ export function parseMd5(value: string): string {
   throw new AppError(ErrorCode.INVALID_REQUEST, 'the chunk MD5 must be base64 (Content-MD5) or 32 hex characters');
 }
 
-/** One pass over a chunk: MD5 and SHA-256, exact length enforced (short or long bodies fail the stream). */
+/**
+ * One pass over a chunk: SHA-256 always, MD5 when asked (it runs at a quarter of
+ * SHA-256's speed here, so only a client that sends Content-MD5 pays for it);
+ * exact length enforced (short or long bodies fail the stream).
+ */
 export class PartHasher extends Transform {
   bytes = 0;
-  private readonly md5h: Hash = createHash('md5');
+  private readonly md5h: Hash | undefined;
   private readonly sha: Hash = createHash('sha256');
   md5 = '';
   sha256 = '';
 
-  constructor(private readonly expected: number) {
+  constructor(
+    private readonly expected: number,
+    withMd5 = true,
+  ) {
     super({ highWaterMark: MiB });
+    this.md5h = withMd5 ? createHash('md5') : undefined;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -90,7 +98,7 @@ export class PartHasher extends Transform {
       cb(new AppError(ErrorCode.SIZE_MISMATCH, `the chunk is longer than ${this.expected} bytes`, { expected: this.expected }));
       return;
     }
-    this.md5h.update(chunk);
+    this.md5h?.update(chunk);
     this.sha.update(chunk);
     cb(null, chunk);
   }
@@ -100,7 +108,7 @@ export class PartHasher extends Transform {
       cb(new AppError(ErrorCode.SIZE_MISMATCH, `the chunk has ${this.bytes} bytes, expected ${this.expected}`, { expected: this.expected }));
       return;
     }
-    this.md5 = this.md5h.digest('hex');
+    this.md5 = this.md5h?.digest('hex') ?? '';
     this.sha256 = this.sha.digest('hex');
     cb();
   }
@@ -112,6 +120,8 @@ export interface InitRequest {
   contentType?: string | undefined;
   checksum?: string | undefined;
   protocol: 'chunked' | 'tus';
+  /** A chunk size the client would like; honoured when it fits the store's rules, else the server's choice stands. */
+  preferredChunkSize?: number | undefined;
   /** tus: the id the protocol layer chose. */
   sessionId?: string | undefined;
   tusMetadata?: Record<string, string | null> | undefined;
@@ -185,6 +195,19 @@ export class ResumableEngine {
     return chunkSizeFor(fileSize, this.storage.kind);
   }
 
+  /**
+   * The server decides: a client's preferred chunk size is taken only when it is
+   * a whole number of MiB, at least 1 MiB (5 MiB on S3), at most 5 GiB, and keeps
+   * the upload within 10,000 parts; otherwise the adaptive size applies.
+   */
+  negotiateChunkSize(fileSize: number, preferred: number | undefined): number {
+    const auto = this.chunkSizeFor(fileSize);
+    if (preferred === undefined || !Number.isSafeInteger(preferred) || preferred % MiB !== 0) return auto;
+    const min = this.storage.kind === 's3' ? S3_MIN_PART : MiB;
+    if (preferred < min || preferred > MAX_PART || Math.ceil(fileSize / preferred) > MAX_PARTS) return auto;
+    return preferred;
+  }
+
   /** Start the periodic sweep (expired sessions, failed aborts). */
   start(): void {
     if (this.timer) return;
@@ -204,7 +227,7 @@ export class ResumableEngine {
     const { path, key } = this.pipeline.keyFor(client, req.path);
     if (!Number.isSafeInteger(req.fileSize) || req.fileSize < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'file_size must be a non-negative integer');
     this.pipeline.checkDeclaredSize(client, req.fileSize);
-    const chunkSize = this.chunkSizeFor(req.fileSize);
+    const chunkSize = this.negotiateChunkSize(req.fileSize, req.preferredChunkSize);
     const totalChunks = totalChunksFor(req.fileSize, chunkSize);
     let declared: string | null = null;
     if (req.checksum !== undefined && req.checksum !== '') {
@@ -313,7 +336,7 @@ export class ResumableEngine {
     sessionId: string,
     partNumber: number,
     body: Readable,
-    opts: { length?: number | undefined; md5?: string | undefined },
+    opts: { length?: number | undefined; md5?: string | undefined; sha256?: string | undefined },
     now = Date.now(),
   ): Promise<{ chunk_number: number; status: 'received' | 'duplicate' | 'replaced'; md5: string; sha256: string; size: number }> {
     const s = await this.owned(client, sessionId);
@@ -331,13 +354,17 @@ export class ResumableEngine {
       .where('session_id', '=', s.session_id)
       .where('part_number', '=', partNumber)
       .executeTakeFirst();
-    if (existing && opts.md5 !== undefined && existing.md5 === opts.md5 && existing.size === size) {
+    const sameAsStored =
+      existing !== undefined &&
+      existing.size === size &&
+      ((opts.md5 !== undefined && existing.md5 === opts.md5) || (opts.sha256 !== undefined && existing.sha256 === opts.sha256));
+    if (existing && sameAsStored) {
       // Already stored with this checksum: read the body to its end (the client
       // is sending it) but write nothing.
       await pipeline(body, new Writable({ write: (_c, _e, cb) => cb() }));
       return { chunk_number: partNumber, status: 'duplicate', md5: existing.md5, sha256: existing.sha256, size };
     }
-    const hasher = new PartHasher(size);
+    const hasher = new PartHasher(size, opts.md5 !== undefined);
     const abort = new AbortController();
     // A body that fails midway (client gone, wrong length) cancels the store request at once.
     let bodyError: unknown;
@@ -366,13 +393,20 @@ export class ResumableEngine {
         md5: hasher.md5,
       });
     }
+    if (opts.sha256 !== undefined && hasher.sha256 !== opts.sha256) {
+      if (existing) await this.dropPart(s.session_id, partNumber);
+      throw new AppError(ErrorCode.CHECKSUM_MISMATCH, `chunk ${partNumber}: SHA-256 mismatch (received ${hasher.sha256}, expected ${opts.sha256})`, {
+        chunk_number: partNumber,
+        sha256: hasher.sha256,
+      });
+    }
     const storeMd5 = md5Etag(stored.etag);
-    if (this.storage.kind === 's3' && storeMd5 !== undefined && storeMd5 !== hasher.md5) {
+    if (this.storage.kind === 's3' && hasher.md5 !== '' && storeMd5 !== undefined && storeMd5 !== hasher.md5) {
       if (existing) await this.dropPart(s.session_id, partNumber);
       throw new AppError(ErrorCode.STORAGE_ERROR, `chunk ${partNumber}: the store acknowledged different bytes (ETag ${storeMd5})`);
     }
     await this.recordParts(s.session_id, [{ part_number: partNumber, size, md5: hasher.md5, sha256: hasher.sha256, etag: stored.etag }], now);
-    const status = existing ? (existing.md5 === hasher.md5 ? 'duplicate' : 'replaced') : 'received';
+    const status = existing ? (existing.sha256 === hasher.sha256 ? 'duplicate' : 'replaced') : 'received';
     return { chunk_number: partNumber, status, md5: hasher.md5, sha256: hasher.sha256, size };
   }
 
@@ -656,7 +690,8 @@ export class ResumableEngine {
     const flush = async (): Promise<void> => {
       const buf = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, buffered);
       const n = partStart / P + 1;
-      const md5 = createHash('md5').update(buf).digest('hex');
+      // tus verifies bodies with Upload-Checksum; parts keep SHA-256 only (for the composite).
+      const md5 = '';
       const sha256 = createHash('sha256').update(buf).digest('hex');
       const stored = await this.mp.uploadPart(s.object_key, s.store_upload_id, n, buf, buf.length);
       rows.push({ part_number: n, size: buf.length, md5, sha256, etag: stored.etag });

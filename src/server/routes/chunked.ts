@@ -2,9 +2,10 @@ import type { Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError, ErrorCode } from '../../errors.js';
+import { parseSha256 } from '../../uploads/meter.js';
 import { COMPOSITE_ALGORITHM, parseMd5, type ResumableEngine } from '../../uploads/resumable.js';
 import type { AppContext } from '../app.js';
-import { declaredLength, MULTIPART_SLACK, requireClient } from './uploads.js';
+import { CHECKSUM_HEADER, declaredLength, MULTIPART_SLACK, requireClient } from './uploads.js';
 
 interface InitBody {
   path?: unknown;
@@ -12,6 +13,7 @@ interface InitBody {
   file_size?: unknown;
   content_type?: unknown;
   checksum?: unknown;
+  chunk_size?: unknown;
 }
 
 function header(request: FastifyRequest, name: string): string | undefined {
@@ -50,6 +52,7 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
             file_size: { type: 'integer', minimum: 0 },
             content_type: { type: 'string' },
             checksum: { type: 'string' },
+            chunk_size: { type: 'integer', minimum: 1 },
           },
           required: ['file_size'],
         },
@@ -65,6 +68,7 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
         fileSize: Number(body.file_size),
         contentType: typeof body.content_type === 'string' && body.content_type !== '' ? body.content_type : undefined,
         checksum: typeof body.checksum === 'string' ? body.checksum : undefined,
+        preferredChunkSize: typeof body.chunk_size === 'number' ? body.chunk_size : undefined,
         protocol: 'chunked',
       });
       return {
@@ -102,10 +106,12 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
         const query = request.query as { chunk_number?: string };
         let n: unknown = query.chunk_number ?? header(request, 'x-chunk-number');
         let md5 = header(request, 'content-md5');
+        let sha = header(request, CHECKSUM_HEADER);
         if (!request.isMultipart()) {
           return engine.putPart(client, fileId, chunkNumber(n), request.raw as Readable, {
             length: declaredLength(request),
             md5: md5 === undefined ? undefined : parseMd5(md5),
+            sha256: sha === undefined ? undefined : parseSha256(sha),
           });
         }
         let result: Awaited<ReturnType<ResumableEngine['putPart']>> | undefined;
@@ -113,13 +119,17 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
           if (part.type === 'field') {
             if (part.fieldname === 'chunk_number') n = String(part.value);
             else if (part.fieldname === 'chunk_md5' || part.fieldname === 'md5') md5 = String(part.value);
+            else if (part.fieldname === 'chunk_sha256' || part.fieldname === 'sha256') sha = String(part.value);
             continue;
           }
           if (part.fieldname !== 'chunk' && part.fieldname !== 'file') {
             throw new AppError(ErrorCode.INVALID_REQUEST, `unexpected file field "${part.fieldname}" (the chunk goes in "chunk")`);
           }
           if (result) throw new AppError(ErrorCode.INVALID_REQUEST, 'one chunk per request');
-          result = await engine.putPart(client, fileId, chunkNumber(n), part.file, { md5: md5 === undefined ? undefined : parseMd5(md5) });
+          result = await engine.putPart(client, fileId, chunkNumber(n), part.file, {
+            md5: md5 === undefined ? undefined : parseMd5(md5),
+            sha256: sha === undefined ? undefined : parseSha256(sha),
+          });
         }
         if (!result) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "chunk" field');
         return result;
