@@ -252,7 +252,7 @@ export class Sweeper {
         removedKeys = new Set(doomed.map((d) => d.key));
       } else {
         const keys = doomed.map((d) => d.key);
-        const res = storage.deleteMany ? await storage.deleteMany(keys) : await deleteOneByOne(storage, keys);
+        const res = storage.deleteMany ? await storage.deleteMany(keys, { unmodifiedSince: new Date(cutoff) }) : await deleteOneByOne(storage, keys);
         report.errors.push(...res.errors);
         removedKeys = new Set(res.deleted);
         report.records_marked += await this.markDeleted(res.deleted, o.now);

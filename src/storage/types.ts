@@ -92,8 +92,11 @@ export interface StorageBackend {
   delete(key: string): Promise<void>;
   /** Every object below a key prefix (which should end with '/'). */
   list(prefix: string): AsyncIterable<ObjectInfo>;
-  /** Delete many objects (S3: DeleteObjects in batches of 1000). Missing keys count as deleted. */
-  deleteMany?(keys: string[]): Promise<DeleteManyResult>;
+  /**
+   * Delete many objects (S3: DeleteObjects in batches of 1000). Missing keys count as deleted.
+   * `unmodifiedSince`: where the store can check it (filesystem), an object modified since is kept.
+   */
+  deleteMany?(keys: string[], opts?: { unmodifiedSince?: Date }): Promise<DeleteManyResult>;
   /** Throws when the store cannot be reached or written (used by /ready). */
   check(): Promise<void>;
   close(): Promise<void>;

@@ -88,7 +88,8 @@ export class PartHasher extends Transform {
     private readonly expected: number,
     withMd5 = true,
   ) {
-    super({ highWaterMark: MiB });
+    // Small buffers: up to a few parallel chunks per client must not move the gateway's RSS.
+    super({ highWaterMark: 256 * 1024 });
     this.md5h = withMd5 ? createHash('md5') : undefined;
   }
 
