@@ -48,6 +48,8 @@ describe('chunk sizing', () => {
     const b = Buffer.from('world');
     const expected = composite(Buffer.concat([a, b]), 6);
     assert.equal(compositeChecksum([sha256hex(a), sha256hex(b)]), expected);
+    // The worked example of docs/resumable-uploads.md.
+    assert.equal(expected, '66189ed7991e1e0fce065399c5ca05fc15c281865a7a2991bdd667c1466a91a4-2');
   });
 });
 
