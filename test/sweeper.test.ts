@@ -4,6 +4,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Lease } from '../src/retention/lease.js';
 import type { SweepReport } from '../src/retention/sweeper.js';
+import { expiredSessionsTask } from '../src/retention/tasks.js';
 import { runBin } from './helpers/bin.js';
 import { pgSkip } from './helpers/pg.js';
 import { ADMIN_TOKEN, type Backend, type DbKind, startTestServer, type TestServer } from './helpers/server.js';
@@ -213,5 +214,39 @@ describe('periodic prune (RUNS_PRUNE_MAX_AGE_DAYS) as a sweeper task', () => {
     assert.ok(await ctx.runs.get(stuck.run_id), 'non-terminal records are never pruned');
     const metrics = await (await fetch(`${t.url}/metrics`, { headers: admin })).text();
     assert.match(metrics, /s3up_runs_pruned_total 1/);
+  });
+});
+
+describe('sweeper task: abort expired resumable sessions (issue 3 engine)', () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ clients: [{ name: 'alice' }], env: { SWEEPER_ENABLED: '0' } });
+  });
+  after(async () => {
+    await t?.stop();
+  });
+
+  it('counts expired sessions on a dry run and expires them (run failed) on a real one', async () => {
+    const { ctx } = t.server;
+    ctx.sweeper.addTask(expiredSessionsTask(t.server.app.resumable, ctx.db.db));
+    const init = await fetch(`${t.url}/upload/chunked/init`, {
+      method: 'POST',
+      headers: { ...t.auth('alice'), 'content-type': 'application/json' },
+      body: JSON.stringify({ path: 'big/file.bin', file_size: 10 * 1024 * 1024 }),
+    });
+    assert.equal(init.status, 200, await init.clone().text());
+    const { run_id } = (await init.json()) as { run_id: string };
+    assert.ok(run_id);
+    const later = Date.now() + 400 * DAY;
+    const dry = await ctx.sweeper.sweep({ dryRun: true, now: later });
+    assert.equal(dry.tasks.find((x) => x.name === 'abort-expired-sessions')?.removed, 1);
+    assert.notEqual((await ctx.runs.get(run_id))?.status, 'failed');
+    const real = await ctx.sweeper.sweep({ now: later });
+    assert.equal(real.tasks.find((x) => x.name === 'abort-expired-sessions')?.removed, 1);
+    const run = await ctx.runs.get(run_id);
+    assert.equal(run?.status, 'failed');
+    assert.equal(run?.error_code, 'SESSION_EXPIRED');
+    const again = await ctx.sweeper.sweep({ dryRun: true, now: later });
+    assert.equal(again.tasks.find((x) => x.name === 'abort-expired-sessions')?.removed, 0);
   });
 });
