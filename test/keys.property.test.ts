@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import fc from 'fast-check';
 import { AppError, ErrorCode } from '../src/errors.js';
-import { FsStorage } from '../src/storage/fs.js';
+import { FS_TMP_DIR, FsStorage } from '../src/storage/fs.js';
 import { MAX_KEY_BYTES, objectKey, validateClientPath } from '../src/uploads/keys.js';
 import { BACKENDS, startTestServer, type TestServer } from './helpers/server.js';
 
@@ -364,15 +364,14 @@ for (const backend of BACKENDS) {
       // Nothing landed anywhere but the one legitimate object.
       if (backend === 'fs') {
         const uploads = path.join(t.dir, 'uploads');
-        const files = walk(t.dir).filter((f) => !/^s3up\.db(-wal|-shm)?$/.test(f) && f !== 'server.yaml');
-        assert.deepEqual(files.sort(), [
-          'uploads/',
-          'uploads/.s3up-tmp/',
-          'uploads/backups/',
-          'uploads/backups/alice/',
-          'uploads/backups/alice/ok/',
-          'uploads/backups/alice/ok/inside.txt',
-        ]);
+        // The store holds the one legitimate object; its staging area holds no leftover file.
+        const files = walk(uploads).filter((f) => !(f.startsWith(`${FS_TMP_DIR}/`) && f.endsWith('/')));
+        assert.deepEqual(files.sort(), ['backups/', 'backups/alice/', 'backups/alice/ok/', 'backups/alice/ok/inside.txt']);
+        // Nothing named after an attack anywhere in the test's folder.
+        assert.deepEqual(
+          walk(t.dir).filter((f) => f.includes('pwned')),
+          [],
+        );
         for (const attack of ATTACKS.filter((a) => a.includes('pwned'))) {
           // Where a naive join would have put it.
           const naive = path.resolve(uploads, 'backups', 'alice', attack.replaceAll('\\', '/').replace(/\0/g, ''));

@@ -31,6 +31,23 @@ export function createLogger(level: string, destination?: pino.DestinationStream
   return pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { service: 's3up-server' } }, destination);
 }
 
+/**
+ * Apply migrations, tolerating another gateway process doing the same at the
+ * same moment: SQLite has no migration lock across processes, so the loser of
+ * the race fails ("table ... already exists") after the winner committed; its
+ * transaction rolled back, and a retry finds the migrations applied.
+ */
+async function migrateRacing(db: Parameters<typeof migrate>[0], attempts = 5): Promise<string[]> {
+  for (let i = 1; ; i++) {
+    try {
+      return await migrate(db);
+    } catch (err) {
+      if (i >= attempts) throw err;
+      await new Promise((r) => setTimeout(r, 100 * i + Math.floor(Math.random() * 100)));
+    }
+  }
+}
+
 export interface RunningServer {
   app: FastifyInstance;
   ctx: AppContext;
@@ -44,7 +61,7 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
   const logger = opts.logger ?? createLogger(config.logLevel);
   const db = openDatabase(config.databaseUrl);
   try {
-    const applied = await migrate(db.db);
+    const applied = await migrateRacing(db.db);
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
   } catch (err) {
     await db.close();
