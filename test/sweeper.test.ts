@@ -178,6 +178,7 @@ describe('s3up-server sweep (CLI)', () => {
     assert.match(dry.stdout, /would remove backups\/alice\/logs\/2020\/old\.log \(7 bytes/);
     assert.doesNotMatch(dry.stdout, /new\.log/);
     assert.match(dry.stdout, /dry run: 1 object\(s\)/);
+    assert.match(dry.stdout, /task abort-expired-sessions: would remove 0/);
     assert.equal(existsSync(oldFile), true);
     const real = await runBin(args, { cwd: t.dir });
     assert.equal(real.code, 0, real.stderr);

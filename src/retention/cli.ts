@@ -4,7 +4,11 @@ import pino from 'pino';
 import { loadConfig } from '../config/load.js';
 import { migrate, openDatabase } from '../db/index.js';
 import { openStorage } from '../storage/index.js';
+import { UploadPipeline } from '../uploads/pipeline.js';
+import { ResumableEngine } from '../uploads/resumable.js';
+import { RunStore } from '../uploads/runs.js';
 import { createSweeper } from './index.js';
+import { expiredSessionsTask } from './tasks.js';
 
 export const SWEEP_USAGE = 's3up-server sweep [--config server.yaml] [--dry-run] [--json]   run the retention sweeper once';
 
@@ -35,6 +39,13 @@ export async function sweepCommand(argv: string[], out: NodeJS.WritableStream = 
     const storage = await openStorage(config.storage);
     try {
       const sweeper = createSweeper({ config, db: db.db, storage, logger, instanceId: `cli-${randomUUID()}` });
+      // The same expired-session cleanup the gateway runs (its engine timer is not started here).
+      const engine = new ResumableEngine(db.db, new UploadPipeline(storage, new RunStore(db.db), config.storage.pathPrefix), {
+        sessionTtlMs: config.raw.uploads.session_ttl_hours * 3600 * 1000,
+        sweepIntervalMs: config.raw.uploads.sweep_interval_seconds * 1000,
+        logger,
+      });
+      sweeper.addTask(expiredSessionsTask(engine, db.db));
       const verb = dryRun ? 'would remove' : 'removed';
       const report = await sweeper.sweep({
         dryRun,
