@@ -218,6 +218,18 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     logger: ctx.logger,
   });
   app.decorate('resumable', resumable);
+  // Also a task of the retention sweeper (issue 4), so `s3up-server sweep` and its report include it.
+  ctx.sweeper.addTask({
+    name: 'resumable-sessions',
+    run: async ({ dryRun, now }) => {
+      if (dryRun) {
+        const due = await resumable.countDue(now);
+        return { removed: due.expired, items: [`${due.expired} expired sessions, ${due.pending} pending store aborts`] };
+      }
+      const r = await resumable.sweepExpired(now);
+      return { removed: r.expired + r.cleaned, items: [`expired ${r.expired}, store parts removed ${r.cleaned}, aborts still pending ${r.pending}`] };
+    },
+  });
   app.addHook('onClose', async () => resumable.stop());
   await app.register(chunkedRoutes, { ctx, engine: resumable });
   await app.register(tusRoutes, { ctx, engine: resumable });

@@ -662,6 +662,23 @@ export class ResumableEngine {
     return p;
   }
 
+  /** What a sweep at `now` would do (dry runs): expired sessions and pending store aborts. */
+  async countDue(now = Date.now()): Promise<{ expired: number; pending: number }> {
+    const expired = await this.db
+      .selectFrom('upload_sessions')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('status', '=', 'active')
+      .where('expires_at', '<=', now)
+      .executeTakeFirst();
+    const pending = await this.db
+      .selectFrom('upload_sessions')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('cleanup', '=', 'pending')
+      .where('cleanup_attempts', '<', MAX_CLEANUP_ATTEMPTS)
+      .executeTakeFirst();
+    return { expired: Number(expired?.n ?? 0), pending: Number(pending?.n ?? 0) };
+  }
+
   // ---- tus: a byte stream at an offset, mapped onto fixed-size parts ----
 
   /**
