@@ -195,6 +195,17 @@ for (const backend of BACKENDS) {
       assert.equal(rest.status, 204);
       assert.equal(sha256hex(await download(t, 'alice', 'tus/checked.bin')), sha256hex(data));
 
+      const emptyRes = await fetch(`${t.url}/tus`, {
+        method: 'POST',
+        headers: {
+          ...t.auth('alice'),
+          'tus-resumable': '1.0.0',
+          'upload-length': '0',
+          'upload-metadata': `path ${Buffer.from('tus/empty.bin').toString('base64')}`,
+        },
+      });
+      assert.equal(emptyRes.status, 201);
+      assert.equal((await download(t, 'alice', 'tus/empty.bin')).length, 0);
       const doomed = await create(t, 'alice', 100, 'tus/doomed.bin');
       assert.equal((await fetch(new URL(doomed, t.url), { method: 'DELETE', headers: { ...t.auth('bob'), 'tus-resumable': '1.0.0' } })).status, 404);
       const del = await fetch(new URL(doomed, t.url), { method: 'DELETE', headers: { ...t.auth('alice'), 'tus-resumable': '1.0.0' } });

@@ -66,6 +66,8 @@ export class EngineTusStore extends DataStore {
       sessionId: upload.id,
       tusMetadata: md,
     });
+    // An empty upload is finished at creation: no PATCH will come.
+    if (upload.size === 0) await this.engine.complete(client, s.session_id);
     upload.creation_date = new Date(s.created_at).toISOString();
     upload.storage = { type: this.engine.storage.kind, path: s.object_key };
     return upload;
