@@ -204,6 +204,8 @@ async function main() {
     parallel,
     rounds,
     client_md5: withMd5,
+    chunked_rounds_mib_s: results.chunked.map((t) => Number(mbps(t).toFixed(1))),
+    single_rounds_mib_s: results.single.map((t) => Number(mbps(t).toFixed(1))),
     chunked_mib_s: Number(mbps(best(results.chunked)).toFixed(1)),
     single_put_mib_s: Number(mbps(best(results.single)).toFixed(1)),
     ratio: Number((best(results.single) / best(results.chunked)).toFixed(3)),
