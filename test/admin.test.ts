@@ -246,4 +246,22 @@ describe('feature flags and remote config', () => {
     }
     assert.equal((await fetch(`${t.url}/ready`)).status, 200);
   });
+  it('picks up a document changed on disk by someone else (another gateway, an operator)', async () => {
+    const tmp = `${flagsFile}.other`;
+    writeFileSync(tmp, JSON.stringify({ version: 1, flags: { fromElsewhere: { rolloutPercent: 100 } } }));
+    renameSync(tmp, flagsFile);
+    await new Promise((r) => setTimeout(r, 2100));
+    const cfg = await call<{ flags: Record<string, boolean> }>(t, 'GET', '/config', t.auth('alice'));
+    assert.deepEqual(cfg.body.flags, { fromElsewhere: true });
+    // A broken edit keeps the last good document in service and fails /ready until repaired.
+    writeFileSync(flagsFile, '{"flags": {"x": {"rolloutPercent": "lots"}}}');
+    await new Promise((r) => setTimeout(r, 2100));
+    const still = await call<{ flags: Record<string, boolean> }>(t, 'GET', '/config', t.auth('alice'));
+    assert.deepEqual(still.body.flags, { fromElsewhere: true });
+    assert.equal((await fetch(`${t.url}/ready`)).status, 503);
+    const fixed = await call(t, 'PUT', '/api/admin/feature-flags/config', admin, { flags: { repaired: {} } });
+    assert.equal(fixed.status, 200);
+    assert.equal((await fetch(`${t.url}/ready`)).status, 200);
+    assert.deepEqual((await call<{ flags: Record<string, boolean> }>(t, 'GET', '/config', t.auth('alice'))).body.flags, { repaired: true });
+  });
 });

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { AppError, ErrorCode } from '../errors.js';
@@ -80,15 +80,44 @@ export class FlagStore {
   loadError: string | undefined;
   private writing: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly file: string) {}
+  /** Identity (mtime + size) of the file as last read or written, to notice edits by others. */
+  private seen = '';
+  private lastCheck = 0;
 
-  static async open(file: string): Promise<FlagStore> {
-    const s = new FlagStore(file);
+  /**
+   * @param recheckMs how often (at most) reads look at the file for changes made
+   * elsewhere: another gateway sharing it, or an operator editing it by hand.
+   */
+  constructor(
+    readonly file: string,
+    private readonly recheckMs = 2000,
+  ) {}
+
+  static async open(file: string, recheckMs?: number): Promise<FlagStore> {
+    const s = new FlagStore(file, recheckMs);
     await s.reload();
     return s;
   }
 
+  private async identity(): Promise<string> {
+    try {
+      const st = await stat(this.file);
+      return `${st.mtimeMs}:${st.size}:${st.ino}`;
+    } catch {
+      return 'missing';
+    }
+  }
+
+  /** Reload if the file changed since it was last read or written (checked at most every recheckMs). */
+  async refresh(now = Date.now()): Promise<void> {
+    if (now - this.lastCheck < this.recheckMs) return;
+    this.lastCheck = now;
+    await this.writing;
+    if ((await this.identity()) !== this.seen) await this.reload();
+  }
+
   async reload(): Promise<void> {
+    this.seen = await this.identity();
     let text: string;
     try {
       text = await readFile(this.file, 'utf8');
@@ -159,6 +188,7 @@ export class FlagStore {
         await fh.close();
       }
       await rename(tmp, this.file);
+      this.seen = await this.identity();
       const d = await open(dir, 'r');
       try {
         await d.sync();

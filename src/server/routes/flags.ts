@@ -18,7 +18,10 @@ export async function flagRoutes(app: FastifyInstance, { ctx }: { ctx: AppContex
       config: { auth: 'admin' },
       schema: { summary: 'The feature-flag document (admin)', tags: ['config'], response: { 200: documentSchema } },
     },
-    async () => ctx.flags.document,
+    async () => {
+      await ctx.flags.refresh();
+      return ctx.flags.document;
+    },
   );
 
   app.put(
@@ -70,6 +73,7 @@ export async function flagRoutes(app: FastifyInstance, { ctx }: { ctx: AppContex
     },
     async (request) => {
       const client = requireClient(request);
+      await ctx.flags.refresh();
       const base = ctx.config.raw.remote_config;
       const o = ctx.flags.uploadOverrides(client.name);
       return {
