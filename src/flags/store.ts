@@ -210,6 +210,7 @@ export class FlagStore {
 
   /** For /ready: the folder takes a write and the document on disk is valid. */
   async checkWritable(): Promise<void> {
+    await this.refresh();
     if (this.loadError) throw Object.assign(new Error(this.loadError), { code: 'INVALID_FLAGS_DOCUMENT' });
     const dir = path.dirname(this.file);
     await mkdir(dir, { recursive: true });
