@@ -25,7 +25,7 @@ export async function runLarge(opts = {}) {
     const srcSha = makeRandomFile(src, size);
 
     const nodeArgs = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] : [];
-    const gw = await startGateway({ dir: path.join(tmp, 'gw'), nodeArgs });
+    const gw = await startGateway({ dir: path.join(tmp, 'gw'), nodeArgs, logLevel: opts.logLevel });
     started.push(gw);
     const base = await startBaseline({ dir: path.join(tmp, 'base') });
     started.push(base);
@@ -38,11 +38,14 @@ export async function runLarge(opts = {}) {
       { name: 'gateway', srv: gw, url: (r) => `${gw.url}/objects/large/r${r}.bin`, dir: gw.storageRoot, headers: gw.auth },
     ];
     const times = Object.fromEntries(targets.map((t) => [t.name, []]));
+    const cpu = Object.fromEntries(targets.map((t) => [t.name, []]));
     const gatewayIdleRssMB = gw.rssMB();
     for (let r = 0; r < rounds; r++) {
       for (const t of targets) {
         syncDisks();
+        const cpu0 = t.srv.cpuSeconds();
         const res = await putFile(t.url(r), src, size, t.headers);
+        cpu[t.name].push(t.srv.cpuSeconds() - cpu0);
         if (res.body?.size !== size) throw new Error(`${t.name}: stored ${res.body?.size} bytes, expected ${size}`);
         if (t.name === 'gateway' && res.body.sha256 !== srcSha) throw new Error(`gateway sha256 ${res.body.sha256} != source ${srcSha}`);
         times[t.name].push(res.ms);
@@ -56,6 +59,8 @@ export async function runLarge(opts = {}) {
       rounds,
       mbps: { baseline: mbps('baseline'), baselineFsync: mbps('baseline+fsync'), gateway: mbps('gateway') },
       runsMs: times,
+      // Server CPU seconds (user + system, all threads) per GiB uploaded: less sensitive to a busy machine than MB/s.
+      cpuSecPerGiB: Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, median(v) / (size / GiB)])),
       peakRssMB: { gateway: gw.peakRssMB(), baseline: base.peakRssMB(), baselineFsync: baseSync.peakRssMB() },
       gatewayIdleRssMB,
     };
@@ -68,7 +73,7 @@ export async function runLarge(opts = {}) {
       rmrf(src);
       const bigSrc = path.join(tmp, 'source-big.bin');
       const bigSha = makeRandomFile(bigSrc, big);
-      const gw2 = await startGateway({ dir: path.join(tmp, 'gw-big') });
+      const gw2 = await startGateway({ dir: path.join(tmp, 'gw-big'), logLevel: opts.logLevel });
       started.push(gw2);
       syncDisks();
       const idle = gw2.rssMB();
@@ -91,6 +96,7 @@ export function largeRows(r) {
       benchmark: `large ${sizeLabel} fs+sha256`,
       figure: `${fmt(r.mbps.gateway)} MB/s`,
       baseline: `${fmt(r.mbps.baselineFsync)} MB/s (pipeline+fsync)`,
+      'CPU s/GiB': `${fmt(r.cpuSecPerGiB.gateway, 2)} vs ${fmt(r.cpuSecPerGiB['baseline+fsync'], 2)}`,
       ratio: fmt(r.ratio.vsBaselineFsync, 3),
       'peak RSS': `${fmt(r.peakRssMB.gateway)} MB (idle ${fmt(r.gatewayIdleRssMB)}; baseline ${fmt(r.peakRssMB.baselineFsync)})`,
       target: 'ratio >= 0.85, RSS <= 120 MB',
@@ -100,6 +106,7 @@ export function largeRows(r) {
       benchmark: `large ${sizeLabel} vs no-fsync`,
       figure: `${fmt(r.mbps.gateway)} MB/s`,
       baseline: `${fmt(r.mbps.baseline)} MB/s (pipeline, no fsync)`,
+      'CPU s/GiB': `${fmt(r.cpuSecPerGiB.gateway, 2)} vs ${fmt(r.cpuSecPerGiB.baseline, 2)}`,
       ratio: fmt(r.ratio.vsBaseline, 3),
       'peak RSS': `${fmt(r.peakRssMB.gateway)} MB (baseline ${fmt(r.peakRssMB.baseline)})`,
       target: 'ratio >= 0.85 (stricter)',
@@ -111,6 +118,7 @@ export function largeRows(r) {
       benchmark: `large ${fmt(r.big.size / GiB, 0)} GiB fs+sha256`,
       figure: `${fmt(r.big.mbps)} MB/s`,
       baseline: '-',
+      'CPU s/GiB': '-',
       ratio: '-',
       'peak RSS': `${fmt(r.big.peakRssMB)} MB (idle ${fmt(r.big.idleRssMB)})`,
       target: 'RSS <= 120 MB',

@@ -67,6 +67,12 @@ export function rssMB(pid) {
   return (Number(m[1]) * 1024) / 1e6;
 }
 
+/** CPU time (user + system, all threads) a live process has used so far, in seconds. */
+export function cpuSeconds(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
 /** Flush dirty pages so one run does not pay for the previous run's write-back. */
 export function syncDisks() {
   spawnSync('sync', { stdio: 'ignore' });
@@ -124,6 +130,7 @@ function managed(proc, url, what) {
     stderr: () => stderr,
     peakRssMB: () => peakRssMB(proc.pid),
     rssMB: () => rssMB(proc.pid),
+    cpuSeconds: () => cpuSeconds(proc.pid),
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       const exited = new Promise((r) => proc.once('exit', r));

@@ -8,6 +8,7 @@
 //   npm run bench -- small --count 2000 --warmup 200
 //   npm run bench -- s3 --size 256m
 //   --cpu-prof DIR   run the gateway under `node --cpu-prof` and write the profile to DIR
+//   --log-level L    the gateway's server.log_level (default warn: per-request logs are not measured)
 //   --json           print the raw results as JSON at the end
 //   --no-build       skip `npm run build`
 // Results are printed as a table; see docs/benchmarks.md for the figures measured.
@@ -29,6 +30,7 @@ const { values, positionals } = parseArgs({
     warmup: { type: 'string' },
     concurrency: { type: 'string' },
     'cpu-prof': { type: 'string' },
+    'log-level': { type: 'string', default: 'warn' },
     json: { type: 'boolean', default: false },
     'no-build': { type: 'boolean', default: false },
   },
@@ -51,20 +53,29 @@ if (!values['no-build']) {
 const num = (v) => (v === undefined ? undefined : Number(v));
 const size = values.size === undefined ? undefined : parseSize(values.size);
 const cpuProf = values['cpu-prof'];
+const logLevel = values['log-level'];
 
-console.error(`bench: node ${process.version}, ${os.cpus().length} cores, ${(os.totalmem() / GiB).toFixed(0)} GiB RAM, ${os.cpus()[0]?.model ?? ''}`);
+const load = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+console.error(
+  `bench: node ${process.version}, ${os.cpus().length} cores, ${(os.totalmem() / GiB).toFixed(0)} GiB RAM, ${os.cpus()[0]?.model ?? ''}; gateway log_level ${logLevel}`,
+);
 const rows = [];
 const results = {};
 for (const name of names) {
   const t0 = Date.now();
+  console.error(`bench: ${name} starting, load average ${load()}`);
   if (name === 'large') {
-    results.large = await runLarge({ size, rounds: num(values.rounds), big: values['4g'] ? 4 * GiB : false, cpuProf });
+    results.large = await runLarge({ size, rounds: num(values.rounds), big: values['4g'] ? 4 * GiB : false, cpuProf, logLevel });
     rows.push(...largeRows(results.large));
   } else if (name === 'small') {
-    results.small = await runSmall({ count: num(values.count), warmup: num(values.warmup), concurrency: num(values.concurrency), cpuProf });
+    results.small = await runSmall({ count: num(values.count), warmup: num(values.warmup), concurrency: num(values.concurrency), cpuProf, logLevel });
     rows.push(...smallRows(results.small));
   } else if (name === 's3') {
-    results.s3 = await runS3({ size, rounds: num(values.rounds), cpuProf });
+    results.s3 = await runS3({ size, rounds: num(values.rounds), cpuProf, logLevel });
     rows.push(...s3Rows(results.s3));
   }
   console.error(`bench: ${name} took ${((Date.now() - t0) / 1000).toFixed(0)} s`);

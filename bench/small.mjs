@@ -20,18 +20,21 @@ export async function runSmall(opts = {}) {
   const started = [];
   try {
     const nodeArgs = opts.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`] : [];
-    const gw = await startGateway({ dir: path.join(tmp, 'gw'), nodeArgs, env: opts.gatewayEnv });
+    const gw = await startGateway({ dir: path.join(tmp, 'gw'), nodeArgs, env: opts.gatewayEnv, logLevel: opts.logLevel });
     started.push(gw);
     const base = await startBaseline({ dir: path.join(tmp, 'base') });
     started.push(base);
     const baseSync = await startBaseline({ dir: path.join(tmp, 'base-fsync'), fsync: true });
     started.push(baseSync);
 
-    const load = async (name, url, auth) => {
+    const load = async (name, srv, url, auth) => {
       syncDisks();
+      const cpu0 = srv.cpuSeconds();
       const args = ['--url', url, '--count', String(count), '--warmup', String(warmup), '--concurrency', String(concurrency), '--size', String(size)];
       if (auth) args.push('--auth', auth);
       const r = await runJson(LOADGEN, args);
+      // Server CPU (user + system, all threads) per upload, warm-up included: less sensitive to a busy machine.
+      r.cpuMsPerUpload = ((srv.cpuSeconds() - cpu0) * 1000) / (count + warmup);
       log(`${name}: ${fmt(r.perSecond, 0)} uploads/s, p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms`);
       return r;
     };
@@ -40,9 +43,9 @@ export async function runSmall(opts = {}) {
       warmup,
       concurrency,
       size,
-      baseline: await load('baseline', `${base.url}/small`),
-      baselineFsync: await load('baseline+fsync', `${baseSync.url}/small`),
-      gateway: await load('gateway', `${gw.url}/objects/small`, gw.key),
+      baseline: await load('baseline', base, `${base.url}/small`),
+      baselineFsync: await load('baseline+fsync', baseSync, `${baseSync.url}/small`),
+      gateway: await load('gateway', gw, `${gw.url}/objects/small`, gw.key),
       peakRssMB: { gateway: gw.peakRssMB(), baseline: base.peakRssMB(), baselineFsync: baseSync.peakRssMB() },
     };
     return result;
@@ -60,6 +63,7 @@ export function smallRows(r) {
       benchmark: `small ${r.size / 1024} KiB x ${r.count}, c=${r.concurrency}, fs+sqlite`,
       figure: `${fmt(g.perSecond, 0)} uploads/s, ${lat(g)}`,
       baseline: `${fmt(r.baseline.perSecond, 0)}/s ${lat(r.baseline)} (no fsync); ${fmt(r.baselineFsync.perSecond, 0)}/s ${lat(r.baselineFsync)} (fsync)`,
+      'CPU ms/upload': `${fmt(g.cpuMsPerUpload, 2)} vs ${fmt(r.baseline.cpuMsPerUpload, 2)} / ${fmt(r.baselineFsync.cpuMsPerUpload, 2)}`,
       ratio: `${fmt(g.perSecond / r.baseline.perSecond, 3)} / ${fmt(g.perSecond / r.baselineFsync.perSecond, 3)}`,
       'peak RSS': `${fmt(r.peakRssMB.gateway)} MB (baseline ${fmt(r.peakRssMB.baseline)})`,
       target: '>= 1500 uploads/s',
