@@ -7,6 +7,7 @@ import type { ResolvedClient } from '../config/load.js';
 import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { MultipartCapability, StorageBackend, StoredPart } from '../storage/types.js';
+import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
 
 export type Session = Selectable<UploadSessionsTable>;
@@ -79,7 +80,7 @@ export function parseMd5(value: string): string {
  */
 export class PartHasher extends Transform {
   bytes = 0;
-  private readonly md5h: Hash | undefined;
+  private readonly md5h: OffThreadMd5 | undefined;
   private readonly sha: Hash = createHash('sha256');
   md5 = '';
   sha256 = '';
@@ -90,7 +91,7 @@ export class PartHasher extends Transform {
   ) {
     // Small buffers: up to a few parallel chunks per client must not move the gateway's RSS.
     super({ highWaterMark: 256 * 1024 });
-    this.md5h = withMd5 ? createHash('md5') : undefined;
+    this.md5h = withMd5 ? new OffThreadMd5() : undefined;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -99,9 +100,16 @@ export class PartHasher extends Transform {
       cb(new AppError(ErrorCode.SIZE_MISMATCH, `the chunk is longer than ${this.expected} bytes`, { expected: this.expected }));
       return;
     }
-    this.md5h?.update(chunk);
     this.sha.update(chunk);
-    cb(null, chunk);
+    if (!this.md5h) {
+      cb(null, chunk);
+      return;
+    }
+    // MD5 on the worker thread; waits only when the worker falls behind.
+    this.md5h.update(chunk).then(
+      () => cb(null, chunk),
+      (err: unknown) => cb(err as Error),
+    );
   }
 
   override _flush(cb: TransformCallback): void {
@@ -109,9 +117,23 @@ export class PartHasher extends Transform {
       cb(new AppError(ErrorCode.SIZE_MISMATCH, `the chunk has ${this.bytes} bytes, expected ${this.expected}`, { expected: this.expected }));
       return;
     }
-    this.md5 = this.md5h?.digest('hex') ?? '';
     this.sha256 = this.sha.digest('hex');
-    cb();
+    if (!this.md5h) {
+      cb();
+      return;
+    }
+    this.md5h.digest().then(
+      (hex) => {
+        this.md5 = hex;
+        cb();
+      },
+      (err: unknown) => cb(err as Error),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    if (this.md5 === '') this.md5h?.drop();
+    cb(err);
   }
 }
 
