@@ -231,9 +231,22 @@ describe('config: a bad configuration fails with one line naming the file, the k
     });
   }
 
+  it('a missing file, and a config named by S3UP_CONFIG', () => {
+    assert.throws(
+      () => loadConfig({ configPath: 'nope.yaml', env: {}, cwd: dir }),
+      (err: unknown) =>
+        err instanceof ConfigError && err.message === `config error in ${path.join(dir, 'nope.yaml')}: cannot read ${path.join(dir, 'nope.yaml')} (ENOENT)`,
+    );
+    assert.throws(
+      () => loadConfig({ env: { S3UP_CONFIG: 'short-api-key.yaml' }, cwd: dir }),
+      (err: unknown) => err instanceof ConfigError && err.message.startsWith(`config error in ${path.join(dir, 'short-api-key.yaml')}: clients[0].api_key:`),
+    );
+  });
+
   it('the real bin exits 2 with exactly one stderr line and no stack trace', async () => {
-    const cases = BAD.filter(([name]) => BIN_CASES.has(name));
-    assert.equal(cases.length, BIN_CASES.size);
+    const cases: typeof BAD = [...BAD.filter(([name]) => BIN_CASES.has(name)), ['missing-file', '', '', /cannot read .*missing-file\.yaml \(ENOENT\)/]];
+    rmSync(path.join(dir, 'missing-file.yaml'), { force: true });
+    assert.equal(cases.length, BIN_CASES.size + 1);
     const results: Array<Awaited<ReturnType<typeof runBin>>> = [];
     // A few at a time: each is a Node process compiling TypeScript.
     for (let i = 0; i < cases.length; i += 3) {
@@ -346,6 +359,10 @@ describe('config: environment overrides in a real gateway process', () => {
         const { code } = await gw.stop();
         assert.equal(code, 0, gw.stderr());
       }
+      // Without the PORT override the file's port is taken: one line, exit 1, no stack.
+      const taken = await runBin(['--config', 'server.yaml'], { cwd: dir, env: { STORAGE_BACKEND: 'fs', DATABASE_URL: 'sqlite:./env-db/s3up.db' } });
+      assert.equal(taken.code, 1, taken.stderr);
+      assert.match(taken.stderr, new RegExp(`^s3up-server: cannot listen: .*EADDRINUSE.*:${busy.port}\n$`));
     } finally {
       await busy.close();
     }
