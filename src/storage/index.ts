@@ -1,6 +1,5 @@
 import type { ResolvedConfig } from '../config/load.js';
 import { FsStorage } from './fs.js';
-import { S3Storage } from './s3.js';
 import type { StorageBackend } from './types.js';
 
 export type { StorageBackend } from './types.js';
@@ -9,6 +8,9 @@ const MiB = 1024 * 1024;
 
 export async function openStorage(storage: ResolvedConfig['storage']): Promise<StorageBackend> {
   if (storage.backend === 'fs') return FsStorage.open(storage.root);
+  // Loaded only for the S3 backend: the AWS SDK costs ~20 MB of heap that a
+  // filesystem gateway never needs (and a larger heap makes every GC dearer).
+  const { S3Storage } = await import('./s3.js');
   const s3 = storage.s3;
   return new S3Storage({
     endpoint: s3.endpoint,

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Kysely, Selectable, Updateable } from 'kysely';
+import { type Kysely, type Selectable, sql, type Updateable } from 'kysely';
 import type { Database, RunKind, RunStatus, RunsTable } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
 
@@ -79,8 +79,10 @@ export class RunStore {
   }
 
   /**
-   * Move a run to `to`, atomically: the update only applies while the run is
-   * in a state that may move there, so concurrent writers cannot break the rules.
+   * Move a run to `to`, atomically and in one statement: the UPDATE applies only
+   * while the run is in a state that may move there (so concurrent writers
+   * cannot break the rules), and computes the timings from the row itself.
+   * Only when nothing was updated is the run read, to say why.
    */
   async transition(runId: string, to: RunStatus, finish: Finish = {}, now = Date.now()): Promise<Run> {
     const patch: Updateable<RunsTable> = { status: to, updated_at: now };
@@ -88,37 +90,34 @@ export class RunStore {
     if (finish.sha256 !== undefined) patch.sha256 = finish.sha256;
     if (finish.errorCode !== undefined) patch.error_code = finish.errorCode;
     if (finish.errorMessage !== undefined) patch.error_message = finish.errorMessage;
+    if (isTerminal(to)) patch.finished_at = now;
+    const startedAt = sql<number>`coalesce(started_at, created_at)`;
+    const totalMs = sql<number>`(${now} - ${startedAt})`;
+    const size = finish.size === undefined || finish.size === null ? sql<number | null>`size` : sql<number>`${finish.size}`;
     const from = sourcesOf(to);
+    const updated =
+      from.length === 0
+        ? undefined
+        : await this.db
+            .updateTable('runs')
+            .set(patch)
+            .$if(to === 'processing', (q) => q.set({ started_at: sql<number>`coalesce(started_at, ${now})` }))
+            .$if(isTerminal(to), (q) => q.set({ total_ms: sql<number>`case when ${totalMs} > 0 then ${totalMs} else 0 end` }))
+            .$if(to === 'succeeded', (q) =>
+              q.set({ bytes_per_sec: sql<number | null>`case when ${totalMs} > 0 then round(${size} * 1000.0 / ${totalMs}) else null end` }),
+            )
+            .where('run_id', '=', runId)
+            .where('status', 'in', from)
+            .returningAll()
+            .executeTakeFirst();
+    if (updated) return updated;
     const current = await this.get(runId);
     if (!current) throw new AppError(ErrorCode.NOT_FOUND, `run ${runId} not found`);
-    if (!from.includes(current.status)) {
-      throw new AppError(ErrorCode.INVALID_TRANSITION, `run ${runId} cannot move from ${current.status} to ${to}`, {
-        run_id: runId,
-        from: current.status,
-        to,
-      });
-    }
-    if (to === 'processing') patch.started_at = current.started_at ?? now;
-    if (isTerminal(to)) {
-      patch.finished_at = now;
-      const startedAt = current.started_at ?? current.created_at;
-      const totalMs = Math.max(0, now - startedAt);
-      patch.total_ms = totalMs;
-      const size = finish.size ?? current.size;
-      if (to === 'succeeded' && size !== null && size !== undefined) {
-        patch.bytes_per_sec = totalMs > 0 ? Math.round((size * 1000) / totalMs) : null;
-      }
-    }
-    const res = await this.db.updateTable('runs').set(patch).where('run_id', '=', runId).where('status', 'in', from).executeTakeFirst();
-    if (Number(res.numUpdatedRows) === 0) {
-      const now2 = await this.get(runId);
-      throw new AppError(ErrorCode.INVALID_TRANSITION, `run ${runId} cannot move from ${now2?.status ?? 'unknown'} to ${to}`, {
-        run_id: runId,
-        from: now2?.status,
-        to,
-      });
-    }
-    return { ...current, ...patch } as Run;
+    throw new AppError(ErrorCode.INVALID_TRANSITION, `run ${runId} cannot move from ${current.status} to ${to}`, {
+      run_id: runId,
+      from: current.status,
+      to,
+    });
   }
 
   /** The latest successful upload at a key that still exists in the records. */
