@@ -1,17 +1,19 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import pino from 'pino';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config/load.js';
 import { startServer } from '../src/server/main.js';
+import { FS_TMP_DIR } from '../src/storage/fs.js';
 import { spawnBin } from './helpers/bin.js';
 import { newKey, startTestServer, type TestServer } from './helpers/server.js';
 
@@ -354,6 +356,86 @@ describe('lifecycle: SIGTERM to the real process, and two processes on one SQLit
       await a.stop();
       const exitB = await b.stop();
       assert.equal(exitB.code, 0, b.stderr());
+    }
+  });
+});
+
+describe('lifecycle: SIGTERM when the grace period runs out', () => {
+  let dir: string;
+  let key: string;
+  before(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 's3up-grace-'));
+    key = newKey();
+    writeFileSync(
+      path.join(dir, 'server.yaml'),
+      stringify({
+        server: { host: '127.0.0.1', port: 0, log_level: 'info', shutdown_grace_seconds: 1 },
+        storage: { backend: 'fs', fs: { root: './uploads' } },
+        database: { url: 'sqlite:./grace.db' },
+        clients: [{ name: 'app', api_key: key, max_file_size_mb: 10 }],
+      }),
+    );
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('cuts the unfinished upload, publishes nothing, records it as failed and exits', async () => {
+    const gw = spawnBin(['--config', 'server.yaml'], { cwd: dir });
+    try {
+      const url = new URL(await gw.listening);
+      const outcome = new Promise<string>((resolve) => {
+        const req = http.request(
+          {
+            host: url.hostname,
+            port: url.port,
+            method: 'PUT',
+            path: '/objects/grace/cut.bin',
+            agent: false,
+            headers: { authorization: `Bearer ${key}`, 'content-length': String(10 * 1024 * 1024) },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(`response ${res.statusCode}`));
+            res.on('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
+          },
+        );
+        req.on('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code ?? err.message}`));
+        void (async () => {
+          // 64 KiB every 100 ms: far from done when the grace period (1 s) ends.
+          for (let i = 0; i < 80 && !req.destroyed; i++) {
+            req.write(Buffer.alloc(64 * 1024, 1));
+            if (i === 3) gw.proc.kill('SIGTERM');
+            await sleep(100);
+          }
+        })();
+      });
+      const seen = await outcome;
+      assert.ok(!seen.startsWith('response 200'), `the cut upload must not succeed: ${seen}`);
+      const exit = await gw.exited;
+      assert.equal(exit.code, 0, gw.stderr());
+      assert.match(gw.stdout(), /grace period over/);
+    } finally {
+      await gw.stop();
+    }
+    // Nothing published, no temp file left behind, and the record says what happened.
+    assert.ok(!existsSync(path.join(dir, 'uploads', 'app', 'grace', 'cut.bin')), 'no partial object');
+    const tmp = path.join(dir, 'uploads', FS_TMP_DIR);
+    const leftovers = readdirSync(tmp, { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+    assert.deepEqual(
+      leftovers.map((e) => e.name),
+      [],
+      'no temp file left',
+    );
+    const db = new Database(path.join(dir, 'grace.db'), { readonly: true });
+    try {
+      const rows = db.prepare('SELECT status, error_code FROM runs WHERE object_key = ?').all('app/grace/cut.bin') as Array<{
+        status: string;
+        error_code: string | null;
+      }>;
+      assert.equal(rows.length, 1);
+      assert.equal(rows[0]?.status, 'failed', `the cut upload is recorded as failed, not left ${rows[0]?.status}`);
+      assert.equal(rows[0]?.error_code, 'UPLOAD_ABORTED');
+    } finally {
+      db.close();
     }
   });
 });

@@ -10,7 +10,7 @@ import { ReportStore } from '../reports/store.js';
 import { createSweeper } from '../retention/index.js';
 import { RunQuery } from '../runs/query.js';
 import { openStorage } from '../storage/index.js';
-import { UploadPipeline } from '../uploads/pipeline.js';
+import { type UploadObserver, UploadPipeline } from '../uploads/pipeline.js';
 import { RunStore } from '../uploads/runs.js';
 import { VERSION } from '../version.js';
 import { type AppContext, buildApp } from './app.js';
@@ -48,6 +48,36 @@ async function migrateRacing(db: Parameters<typeof migrate>[0], attempts = 5): P
   }
 }
 
+/** Counts uploads between the pipeline's started and finished events. */
+class InFlight {
+  count = 0;
+  private waiters: Array<() => void> = [];
+
+  observer(): UploadObserver {
+    return {
+      started: () => {
+        this.count++;
+      },
+      finished: () => {
+        this.count = Math.max(0, this.count - 1);
+        if (this.count === 0) for (const w of this.waiters.splice(0)) w();
+      },
+    };
+  }
+
+  /** Resolves true once no upload is in flight, false if `timeoutMs` passes first. */
+  settled(timeoutMs: number): Promise<boolean> {
+    if (this.count === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.waiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+}
+
 export interface RunningServer {
   app: FastifyInstance;
   ctx: AppContext;
@@ -73,6 +103,8 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
   const instanceId = randomUUID();
   const metrics = new Metrics();
   pipeline.observe(metrics.uploadObserver());
+  const uploads = new InFlight();
+  pipeline.observe(uploads.observer());
   const flags = await FlagStore.open(config.featureFlagsPath);
   if (flags.loadError) logger.error({ error: flags.loadError }, 'feature flags not loaded: serving none until a valid document is PUT');
   const sweeper = createSweeper({ config, db: db.db, storage, logger, instanceId, metrics });
@@ -118,6 +150,8 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
       } finally {
         clearTimeout(force);
         await sweeping;
+        // Connections are gone, but a cut upload is still cleaning up (temp file, failed record): let it finish.
+        if (!(await uploads.settled(5000))) logger.warn({ uploads: uploads.count }, 'uploads still unfinished at exit');
         await storage.close();
         await db.close();
       }
