@@ -184,6 +184,12 @@ async function main() {
     return Number(process.hrtime.bigint() - t0) / 1e9;
   }
 
+  // Warm-up (not counted): one upload of each kind, so JIT and caches are warm for both.
+  await chunked(0);
+  await single(0);
+  rmSync(path.join(tmp, 'uploads', 'bench'), { recursive: true, force: true });
+  peakDuring = 0;
+
   const results = { single: [], chunked: [] };
   let chunkedPeak = 0;
   for (let r = 1; r <= rounds; r++) {

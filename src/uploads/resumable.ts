@@ -90,7 +90,7 @@ export class PartHasher extends Transform {
     withMd5 = true,
   ) {
     // Small buffers: up to a few parallel chunks per client must not move the gateway's RSS.
-    super({ highWaterMark: 256 * 1024 });
+    super({ highWaterMark: 512 * 1024 });
     this.md5h = withMd5 ? new OffThreadMd5() : undefined;
   }
 
