@@ -299,7 +299,7 @@ describe('auth: secrets never reach the logs', () => {
     const s = await startLoggedServer();
     const url = s.server.url;
     const wrong = newKey();
-    const secrets = [s.keys.alice, s.keys.bob, wrong, ADMIN_TOKEN];
+    const secrets = [s.keys.alice, s.keys.bob, wrong, `${wrong}-admin`, ADMIN_TOKEN];
     const bodies: string[] = [];
     const send = async (route: string, init: RequestInit) => {
       const res = await fetch(`${url}${route}`, init);
@@ -320,6 +320,9 @@ describe('auth: secrets never reach the logs', () => {
       assert.equal(await send('/objects/log/a.txt', { headers: { authorization: `Bearer ${alice} ${wrong}` } }), 401);
       assert.equal(await send('/objects/log/a.txt', { headers: { authorization: wrong } }), 401);
       assert.equal(await send('/health', { headers: { authorization: `Bearer ${alice}`, 'x-admin-token': ADMIN_TOKEN } }), 200);
+      // An admin route, with the token and with a wrong one.
+      assert.equal(await send('/runs/v1', { headers: { 'x-admin-token': ADMIN_TOKEN } }), 200);
+      assert.equal(await send('/runs/v1', { headers: { 'x-admin-token': `${wrong}-admin` } }), 401);
       assert.equal(await send('/objects/log%2F..%2F..%2Fx', { method: 'PUT', headers: { authorization: `Bearer ${alice}` }, body: 'x' }), 400);
       assert.equal(
         await send('/objects/log/big.bin', { method: 'PUT', headers: { authorization: `Bearer ${alice}` }, body: Buffer.alloc(2 * 1024 * 1024) }),
