@@ -133,7 +133,14 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
       const h = req.headers['x-request-id'];
       return typeof h === 'string' && REQUEST_ID_RE.test(h) ? h : randomUUID();
     },
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 2048 },
+    // No trailing-slash folding: `PUT /objects/a/` must be refused (empty segment), not written to `a`.
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 2048 },
+    // Router-level failures (broken percent-encoding, over-long params) use the error contract too.
+    frameworkErrors: (error, request, reply) => {
+      const code = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? ErrorCode.INVALID_PATH : ErrorCode.INVALID_REQUEST;
+      reply.header('x-request-id', request.id);
+      sendError(request, reply, new AppError(code, code === ErrorCode.INVALID_PATH ? 'invalid path: too long' : 'malformed URL (bad percent-encoding)'));
+    },
     serverFactory: (handler) => {
       const server = config.tls ? https.createServer({ cert: config.tls.cert, key: config.tls.key }, handler) : http.createServer(handler);
       // Answer `Expect: 100-continue` only once the request is authorized and
