@@ -195,6 +195,21 @@ for (const backend of BACKENDS) {
       assert.equal(rest.status, 204);
       assert.equal(sha256hex(await download(t, 'alice', 'tus/checked.bin')), sha256hex(data));
 
+      // creation-with-upload: the POST carries the first bytes.
+      const withBody = await fetch(`${t.url}/tus`, {
+        method: 'POST',
+        headers: {
+          ...t.auth('alice'),
+          'tus-resumable': '1.0.0',
+          'upload-length': '10',
+          'upload-metadata': `path ${Buffer.from('tus/with-body.bin').toString('base64')}`,
+          'content-type': 'application/offset+octet-stream',
+        },
+        body: Buffer.from('0123456789'),
+      });
+      assert.equal(withBody.status, 201);
+      assert.equal(withBody.headers.get('upload-offset'), '10');
+      assert.equal((await download(t, 'alice', 'tus/with-body.bin')).toString(), '0123456789');
       const emptyRes = await fetch(`${t.url}/tus`, {
         method: 'POST',
         headers: {
