@@ -211,11 +211,11 @@ for (const backend of BACKENDS) {
       assert.equal((await sendChunk(t, 'alice', e.file_id, 1, chunkOf(data, e.chunk_size, 1))).status, 200);
       if (backend === 'fs') assert.equal(stagingFiles(t).length, staged + 1);
       const dry = await t.server.ctx.sweeper.sweep({ dryRun: true, now: Date.now() + 25 * 3600 * 1000 });
-      const expiredDue = dry.tasks.find((x) => x.name === 'resumable-sessions')?.removed ?? 0;
+      const expiredDue = dry.tasks.find((x) => x.name === 'abort-expired-sessions')?.removed ?? 0;
       assert.ok(expiredDue >= 1, JSON.stringify(dry.tasks));
       // The retention sweeper (issue 4) runs the engine's sweep as one of its tasks.
       const report = await t.server.ctx.sweeper.sweep({ now: Date.now() + 25 * 3600 * 1000 });
-      const task = report.tasks.find((x) => x.name === 'resumable-sessions');
+      const task = report.tasks.find((x) => x.name === 'abort-expired-sessions');
       assert.ok(task && !task.error && task.removed >= 1, JSON.stringify(report.tasks));
       const swept = { expired: expiredDue };
       const st = (await (await status(t, 'alice', e.file_id)).json()) as { status: string; store_cleanup: string };

@@ -235,7 +235,7 @@ describe('sweeper task: abort expired resumable sessions (issue 3 engine)', () =
     const { ctx } = t.server;
     // A sweeper of its own, so only this task runs (the gateway may register its own session task).
     const sweeper = createSweeper({ config: ctx.config, db: ctx.db.db, storage: ctx.storage, logger: ctx.logger, instanceId: 'test' });
-    sweeper.addTask(expiredSessionsTask(t.server.app.resumable, ctx.db.db));
+    sweeper.addTask(expiredSessionsTask(t.server.app.resumable));
     const init = await fetch(`${t.url}/upload/chunked/init`, {
       method: 'POST',
       headers: { ...t.auth('alice'), 'content-type': 'application/json' },

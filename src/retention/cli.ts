@@ -45,7 +45,7 @@ export async function sweepCommand(argv: string[], out: NodeJS.WritableStream = 
         sweepIntervalMs: config.raw.uploads.sweep_interval_seconds * 1000,
         logger,
       });
-      sweeper.addTask(expiredSessionsTask(engine, db.db));
+      sweeper.addTask(expiredSessionsTask(engine));
       const verb = dryRun ? 'would remove' : 'removed';
       const report = await sweeper.sweep({
         dryRun,

@@ -1,10 +1,9 @@
-import { type Kysely, sql } from 'kysely';
-import type { Database } from '../db/schema.js';
 import type { SweepTask } from './sweeper.js';
 
 /** What the sweeper needs from the resumable-upload engine (issue 3), structurally. */
 export interface ExpiringSessions {
   sweepExpired(now?: number): Promise<{ expired: number; cleaned: number; pending: number; deleted: number }>;
+  countDue(now?: number): Promise<{ expired: number; pending: number }>;
 }
 
 /**
@@ -12,14 +11,13 @@ export interface ExpiringSessions {
  * asks the engine to expire, abort and clean up; a dry run only counts the
  * active sessions past their expiry.
  */
-export function expiredSessionsTask(engine: ExpiringSessions, db: Kysely<Database>): SweepTask {
+export function expiredSessionsTask(engine: ExpiringSessions): SweepTask {
   return {
     name: 'abort-expired-sessions',
     async run({ dryRun, now }) {
       if (dryRun) {
-        const res = await sql<{ n: number | string }>`select count(*) as n from upload_sessions where status = 'active' and expires_at <= ${now}`.execute(db);
-        const n = Number(res.rows[0]?.n ?? 0);
-        return { removed: n, items: [`${n} expired session(s) would be aborted`] };
+        const due = await engine.countDue(now);
+        return { removed: due.expired, items: [`${due.expired} expired session(s) would be aborted, ${due.pending} store abort(s) pending`] };
       }
       const r = await engine.sweepExpired(now);
       return {

@@ -11,6 +11,7 @@ import type { FlagStore } from '../flags/store.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ReportStore } from '../reports/store.js';
 import type { Sweeper } from '../retention/sweeper.js';
+import { expiredSessionsTask } from '../retention/tasks.js';
 import type { RunQuery } from '../runs/query.js';
 import type { StorageBackend } from '../storage/types.js';
 import type { UploadPipeline } from '../uploads/pipeline.js';
@@ -226,17 +227,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   });
   app.decorate('resumable', resumable);
   // Also a task of the retention sweeper (issue 4), so `s3up-server sweep` and its report include it.
-  ctx.sweeper.addTask({
-    name: 'resumable-sessions',
-    run: async ({ dryRun, now }) => {
-      if (dryRun) {
-        const due = await resumable.countDue(now);
-        return { removed: due.expired, items: [`${due.expired} expired sessions, ${due.pending} pending store aborts`] };
-      }
-      const r = await resumable.sweepExpired(now);
-      return { removed: r.expired + r.cleaned, items: [`expired ${r.expired}, store parts removed ${r.cleaned}, aborts still pending ${r.pending}`] };
-    },
-  });
+  ctx.sweeper.addTask(expiredSessionsTask(resumable));
   app.addHook('onClose', async () => resumable.stop());
   await app.register(chunkedRoutes, { ctx, engine: resumable });
   await app.register(tusRoutes, { ctx, engine: resumable });
