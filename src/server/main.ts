@@ -97,36 +97,50 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
     await db.close();
     throw err;
   }
-  const storage = await openStorage(config.storage);
-  const runs = new RunStore(db.db);
-  const pipeline = new UploadPipeline(storage, runs, config.storage.pathPrefix);
-  const instanceId = randomUUID();
-  const metrics = new Metrics();
-  pipeline.observe(metrics.uploadObserver());
+  let storage: Awaited<ReturnType<typeof openStorage>> | undefined;
+  let app: FastifyInstance | undefined;
+  let ctx: AppContext;
+  let sweeper: ReturnType<typeof createSweeper>;
   const uploads = new InFlight();
-  pipeline.observe(uploads.observer());
-  const flags = await FlagStore.open(config.featureFlagsPath);
-  if (flags.loadError) logger.error({ error: flags.loadError }, 'feature flags not loaded: serving none until a valid document is PUT');
-  const sweeper = createSweeper({ config, db: db.db, storage, logger, instanceId, metrics });
-  const ctx: AppContext = {
-    config,
-    db,
-    runs,
-    storage,
-    pipeline,
-    logger,
-    instanceId,
-    closing: { value: false },
-    runQuery: new RunQuery(db.db),
-    sweeper,
-    reports: new ReportStore(db.db),
-    flags,
-    metrics,
-  };
-  const app = await buildApp(ctx);
-  await app.listen({ host: config.host, port: config.port });
+  try {
+    storage = await openStorage(config.storage);
+    const runs = new RunStore(db.db);
+    const pipeline = new UploadPipeline(storage, runs, config.storage.pathPrefix);
+    const instanceId = randomUUID();
+    const metrics = new Metrics();
+    pipeline.observe(metrics.uploadObserver());
+    pipeline.observe(uploads.observer());
+    const flags = await FlagStore.open(config.featureFlagsPath);
+    if (flags.loadError) logger.error({ error: flags.loadError }, 'feature flags not loaded: serving none until a valid document is PUT');
+    sweeper = createSweeper({ config, db: db.db, storage, logger, instanceId, metrics });
+    ctx = {
+      config,
+      db,
+      runs,
+      storage,
+      pipeline,
+      logger,
+      instanceId,
+      closing: { value: false },
+      runQuery: new RunQuery(db.db),
+      sweeper,
+      reports: new ReportStore(db.db),
+      flags,
+      metrics,
+    };
+    app = await buildApp(ctx);
+    await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    // Start-up failed half way (store unreachable, port taken): release what was opened.
+    await app?.close().catch(() => {});
+    await storage?.close().catch(() => {});
+    await db.close().catch(() => {});
+    throw err;
+  }
+  const started = app;
+  const store = storage;
   sweeper.start();
-  const addr = app.server.address() as AddressInfo;
+  const addr = started.server.address() as AddressInfo;
   const scheme = config.tls ? 'https' : 'http';
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `${scheme}://${host}:${addr.port}`;
@@ -141,22 +155,22 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
       ctx.closing.value = true;
       const force = setTimeout(() => {
         logger.warn({ graceMs }, 'grace period over: closing remaining connections');
-        app.server.closeAllConnections();
+        started.server.closeAllConnections();
       }, graceMs);
       force.unref();
       const sweeping = sweeper.stop();
       try {
-        await app.close();
+        await started.close();
       } finally {
         clearTimeout(force);
         await sweeping;
         // Connections are gone, but a cut upload is still cleaning up (temp file, failed record): let it finish.
         if (!(await uploads.settled(5000))) logger.warn({ uploads: uploads.count }, 'uploads still unfinished at exit');
-        await storage.close();
+        await store.close();
         await db.close();
       }
     })();
     return closed;
   };
-  return { app, ctx, url, port: addr.port, close };
+  return { app: started, ctx, url, port: addr.port, close };
 }
