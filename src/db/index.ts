@@ -90,3 +90,23 @@ export async function checkWritable(db: Kysely<Database>, instanceId: string): P
 }
 
 export { sql };
+
+const SQLITE_UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB|PERM)/;
+// SQLSTATE classes and codes that mean "the database cannot serve us now".
+const PG_UNAVAILABLE = /^(08...|57P0[123]|3D000|28000|28P01|53...|58...|XX000)$/;
+
+/**
+ * If `err` says the database is unreachable, full or read-only, return a short
+ * code for it (never the connection string); otherwise undefined.
+ */
+export function databaseUnavailable(err: unknown): string | undefined {
+  const e = err as { code?: unknown; message?: unknown; severity?: unknown } | null | undefined;
+  const code = typeof e?.code === 'string' ? e.code : undefined;
+  if (code !== undefined && SQLITE_UNAVAILABLE.test(code)) return code;
+  // pg errors carry a severity and a five-character SQLSTATE.
+  if (code !== undefined && typeof e?.severity === 'string' && PG_UNAVAILABLE.test(code)) return `SQLSTATE ${code}`;
+  // Only outbound connections are refused: the S3 client's failures are mapped before they get here.
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') return code;
+  if (typeof e?.message === 'string' && /^Connection terminated|timeout exceeded when trying to connect/.test(e.message)) return 'connection lost';
+  return undefined;
+}

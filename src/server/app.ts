@@ -5,7 +5,7 @@ import type {} from '@fastify/swagger';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { ResolvedClient, ResolvedConfig } from '../config/load.js';
-import type { Db } from '../db/index.js';
+import { type Db, databaseUnavailable } from '../db/index.js';
 import { AppError, type ErrorBody, ErrorCode, isAppError } from '../errors.js';
 import type { FlagStore } from '../flags/store.js';
 import type { Metrics } from '../metrics/index.js';
@@ -83,6 +83,9 @@ export function toAppError(err: unknown): AppError {
   if (isAppError(err)) return err;
   const e = err as FastifyError & { code?: string; statusCode?: number };
   if (e?.validation) return new AppError(ErrorCode.INVALID_REQUEST, e.message);
+  const dbDown = databaseUnavailable(err);
+  if (dbDown !== undefined)
+    return new AppError(ErrorCode.DATABASE_UNAVAILABLE, `the database is unavailable (${dbDown}); retry later`, undefined, { cause: err });
   switch (e?.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'request body too large');

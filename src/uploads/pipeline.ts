@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import type { ResolvedClient } from '../config/load.js';
+import { databaseUnavailable } from '../db/index.js';
 import type { RunKind } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { StorageBackend } from '../storage/types.js';
@@ -89,7 +90,12 @@ export class UploadPipeline {
 
   /** Record a failure on `run` and return the error to throw (with the run id attached). */
   async fail(run: Run, err: unknown): Promise<AppError> {
-    const appErr = isAppError(err) ? err : new AppError(ErrorCode.INTERNAL, 'the upload failed', undefined, { cause: err });
+    const dbDown = isAppError(err) ? undefined : databaseUnavailable(err);
+    const appErr = isAppError(err)
+      ? err
+      : dbDown !== undefined
+        ? new AppError(ErrorCode.DATABASE_UNAVAILABLE, `the database is unavailable (${dbDown}); retry later`, undefined, { cause: err })
+        : new AppError(ErrorCode.INTERNAL, 'the upload failed', undefined, { cause: err });
     let finished = run;
     try {
       finished = await this.runs.transition(run.run_id, 'failed', { errorCode: appErr.code, errorMessage: appErr.message });
