@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { ResolvedConfig } from '../config/load.js';
-import { migrate, openDatabase, redactUrl } from '../db/index.js';
+import { migrate, openDatabase, redactUrl, WriteBatcher } from '../db/index.js';
 import { FlagStore } from '../flags/store.js';
 import { Metrics } from '../metrics/index.js';
 import { ReportStore } from '../reports/store.js';
@@ -104,7 +104,7 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
   const uploads = new InFlight();
   try {
     storage = await openStorage(config.storage);
-    const runs = new RunStore(db.db);
+    const runs = new RunStore(db.db, db.dialect === 'sqlite' ? new WriteBatcher(db.db) : undefined);
     const pipeline = new UploadPipeline(storage, runs, config.storage.pathPrefix);
     const instanceId = randomUUID();
     const metrics = new Metrics();

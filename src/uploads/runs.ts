@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { type Kysely, type Selectable, sql, type Updateable } from 'kysely';
+import type { WriteBatcher } from '../db/index.js';
 import type { Database, RunKind, RunStatus, RunsTable } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
 
@@ -46,7 +47,15 @@ export interface Finish {
 }
 
 export class RunStore {
-  constructor(private readonly db: Kysely<Database>) {}
+  /** `batcher` (SQLite): group-commit the writes of concurrent uploads. */
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly batcher?: WriteBatcher,
+  ) {}
+
+  private write<T>(fn: (db: Kysely<Database>) => Promise<T>): Promise<T> {
+    return this.batcher ? this.batcher.run(fn) : fn(this.db);
+  }
 
   async create(input: NewRun, now = Date.now()): Promise<Run> {
     const run: Run = {
@@ -70,7 +79,7 @@ export class RunStore {
       bytes_per_sec: null,
       deleted_at: null,
     };
-    await this.db.insertInto('runs').values(run).execute();
+    await this.write((db) => db.insertInto('runs').values(run).execute());
     return run;
   }
 
@@ -98,18 +107,20 @@ export class RunStore {
     const updated =
       from.length === 0
         ? undefined
-        : await this.db
-            .updateTable('runs')
-            .set(patch)
-            .$if(to === 'processing', (q) => q.set({ started_at: sql<number>`coalesce(started_at, ${now})` }))
-            .$if(isTerminal(to), (q) => q.set({ total_ms: sql<number>`case when ${totalMs} > 0 then ${totalMs} else 0 end` }))
-            .$if(to === 'succeeded', (q) =>
-              q.set({ bytes_per_sec: sql<number | null>`case when ${totalMs} > 0 then round(${size} * 1000.0 / ${totalMs}) else null end` }),
-            )
-            .where('run_id', '=', runId)
-            .where('status', 'in', from)
-            .returningAll()
-            .executeTakeFirst();
+        : await this.write((db) =>
+            db
+              .updateTable('runs')
+              .set(patch)
+              .$if(to === 'processing', (q) => q.set({ started_at: sql<number>`coalesce(started_at, ${now})` }))
+              .$if(isTerminal(to), (q) => q.set({ total_ms: sql<number>`case when ${totalMs} > 0 then ${totalMs} else 0 end` }))
+              .$if(to === 'succeeded', (q) =>
+                q.set({ bytes_per_sec: sql<number | null>`case when ${totalMs} > 0 then round(${size} * 1000.0 / ${totalMs}) else null end` }),
+              )
+              .where('run_id', '=', runId)
+              .where('status', 'in', from)
+              .returningAll()
+              .executeTakeFirst(),
+          );
     if (updated) return updated;
     const current = await this.get(runId);
     if (!current) throw new AppError(ErrorCode.NOT_FOUND, `run ${runId} not found`);
@@ -135,13 +146,15 @@ export class RunStore {
 
   /** Note that the object at `objectKey` was deleted (by the client or the sweeper). */
   async markDeleted(objectKey: string, now = Date.now()): Promise<number> {
-    const res = await this.db
-      .updateTable('runs')
-      .set({ deleted_at: now, updated_at: now })
-      .where('object_key', '=', objectKey)
-      .where('status', '=', 'succeeded')
-      .where('deleted_at', 'is', null)
-      .executeTakeFirst();
+    const res = await this.write((db) =>
+      db
+        .updateTable('runs')
+        .set({ deleted_at: now, updated_at: now })
+        .where('object_key', '=', objectKey)
+        .where('status', '=', 'succeeded')
+        .where('deleted_at', 'is', null)
+        .executeTakeFirst(),
+    );
     return Number(res.numUpdatedRows);
   }
 }
