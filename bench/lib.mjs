@@ -13,21 +13,13 @@ export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
 export const GATEWAY_BIN = path.join(ROOT, 'dist', 'src', 'bin', 's3up-server.js');
 
-/** Environment variables the gateway reads as config overrides: never let the caller's leak into a bench run. */
-const CONFIG_ENV = [
-  'S3UP_CONFIG',
-  'STORAGE_BACKEND',
-  'S3_ENDPOINT',
-  'S3_REGION',
-  'S3_BUCKET',
-  'S3_ACCESS_KEY',
-  'S3_SECRET_KEY',
-  'S3_FORCE_PATH_STYLE',
-  'S3_PATH_PREFIX',
-  'DATABASE_URL',
-  'PORT',
-  'ADMIN_TOKEN',
-];
+/**
+ * Environment variables the gateway reads as config overrides (the list the gateway
+ * itself exports, from the built package): never let the caller's leak into a bench run.
+ */
+const { CONFIG_ENV_VARS: CONFIG_ENV } = await import(new URL('../dist/src/config/load.js', import.meta.url).href).catch(() => {
+  throw new Error('bench: dist/ is missing: run `npm install` (or `npm run build`) first');
+});
 
 export function cleanEnv(extra = {}) {
   const env = { ...process.env, NODE_ENV: 'production', ...extra };

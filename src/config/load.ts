@@ -112,6 +112,9 @@ const ENV_OVERRIDES: Array<[env: string, keyPath: string[]]> = [
   ['METRICS_PUBLIC', ['metrics', 'public']],
 ];
 
+/** Every environment variable the gateway reads as configuration (tests and benchmarks clear them). */
+export const CONFIG_ENV_VARS: readonly string[] = ['S3UP_CONFIG', 'S3UP_DATA_DIR', ...ENV_OVERRIDES.map(([name]) => name)];
+
 function setPath(obj: Record<string, unknown>, keyPath: string[], value: unknown): void {
   let cur = obj;
   for (const k of keyPath.slice(0, -1)) {

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CONFIG_ENV_VARS } from '../../src/config/load.js';
 
 /** The repository root and the gateway's bin, run from source through tsx. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -8,29 +9,10 @@ export const SERVER_BIN = path.join(REPO_ROOT, 'src', 'bin', 's3up-server.ts');
 /** Absolute, so the bin can run with any cwd (a temp dir has no node_modules). */
 const TSX_LOADER = import.meta.resolve('tsx');
 
-/** Environment variables that change what the gateway does; tests start from none of them. */
-const CONFIG_ENV = [
-  'STORAGE_BACKEND',
-  'S3_ENDPOINT',
-  'S3_REGION',
-  'S3_BUCKET',
-  'S3_ACCESS_KEY',
-  'S3_SECRET_KEY',
-  'S3_FORCE_PATH_STYLE',
-  'S3_PATH_PREFIX',
-  'FS_ROOT',
-  'DATABASE_URL',
-  'HOST',
-  'PORT',
-  'LOG_LEVEL',
-  'ADMIN_TOKEN',
-  'S3UP_CONFIG',
-  'S3UP_DATA_DIR',
-];
-
 export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of CONFIG_ENV) delete env[k];
+  // Tests start from none of the variables that change what the gateway does.
+  for (const k of CONFIG_ENV_VARS) delete env[k];
   return { ...env, ...extra };
 }
 
