@@ -24,16 +24,8 @@ export const reportSchema = z
 export type ReportInput = z.output<typeof reportSchema>;
 export type ReportRow = Selectable<ClientReportsTable>;
 
-export interface ReportJson {
-  date: string;
-  files_uploaded: number;
-  bytes: number;
-  failures: number;
-  queue_depth: number;
-  agent_version: string | null;
-  host: string | null;
-  received_at: string;
-}
+/** A report as the API shows it: the row without its bookkeeping, with an ISO time. */
+export type ReportJson = Omit<ReportRow, 'client' | 'received_at' | 'first_received_at'> & { received_at: string };
 
 export function reportToJson(r: ReportRow): ReportJson {
   return {
