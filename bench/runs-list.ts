@@ -40,7 +40,7 @@ function pct(xs: number[], p: number): number {
 }
 
 async function seedSqlite(file: string): Promise<void> {
-  const db = openDatabase(`sqlite:${file}`);
+  const db = await openDatabase(`sqlite:${file}`);
   await migrate(db.db);
   await db.close();
   const s = new SQLite(file);
@@ -79,7 +79,7 @@ async function seedSqlite(file: string): Promise<void> {
 }
 
 async function seedPg(url: string): Promise<void> {
-  const db = openDatabase(url);
+  const db = await openDatabase(url);
   await migrate(db.db);
   await db.close();
   const c = new pg.Client({ connectionString: url });

@@ -14,7 +14,7 @@ describe('WriteBatcher (SQLite group commit)', () => {
   let db: Db;
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 's3up-batch-'));
-    db = openDatabase(`sqlite:${path.join(dir, 'b.db')}`);
+    db = await openDatabase(`sqlite:${path.join(dir, 'b.db')}`);
     await migrate(db.db);
   });
   after(async () => {
@@ -33,7 +33,7 @@ describe('WriteBatcher (SQLite group commit)', () => {
       created.map((_, i) => (i % 2 ? 'failed' : 'succeeded')),
     );
     // A second reader (its own connection) sees every row: they were committed.
-    const other = openDatabase(`sqlite:${path.join(dir, 'b.db')}`);
+    const other = await openDatabase(`sqlite:${path.join(dir, 'b.db')}`);
     try {
       const rows = await other.db.selectFrom('runs').select(['run_id', 'status', 'size']).where('client', '=', 'a').execute();
       assert.equal(rows.length, 50);

@@ -1,8 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import SQLite from 'better-sqlite3';
+import type SQLite from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, type SqliteDatabase, SqliteDialect, sql } from 'kysely';
-import pg from 'pg';
 import { migrationProvider } from './migrations.js';
 import type { Database } from './schema.js';
 
@@ -43,11 +42,16 @@ function withStatementCache(sqlite: SQLite.Database, max = 512): SqliteDatabase 
   };
 }
 
-export function openDatabase(url: string, opts: { poolSize?: number } = {}): Db {
+/**
+ * Open the database at `url` (sqlite:<file> or postgres://). Only the driver
+ * the URL needs is loaded: a SQLite gateway never loads pg, and the reverse.
+ */
+export async function openDatabase(url: string, opts: { poolSize?: number } = {}): Promise<Db> {
   if (url.startsWith('sqlite:')) {
     const file = url.slice('sqlite:'.length);
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
-    const sqlite = new SQLite(file);
+    const { default: SQLiteDatabase } = await import('better-sqlite3');
+    const sqlite = new SQLiteDatabase(file);
     // WAL: readers never block the writer; NORMAL sync is durable across
     // process crashes (a power cut may lose the last transactions, not corrupt).
     sqlite.pragma('journal_mode = WAL');
@@ -57,6 +61,7 @@ export function openDatabase(url: string, opts: { poolSize?: number } = {}): Db 
     const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
     return { db, dialect: 'sqlite', close: () => db.destroy() };
   }
+  const { default: pg } = await import('pg');
   const pool = new pg.Pool({
     connectionString: url,
     max: opts.poolSize ?? 10,

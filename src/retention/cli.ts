@@ -33,7 +33,7 @@ export async function sweepCommand(argv: string[], out: NodeJS.WritableStream = 
   const config = loadConfig({ configPath: values.config });
   const dryRun = values['dry-run'] ?? false;
   const logger = pino({ level: 'warn' }, pino.destination(2));
-  const db = openDatabase(config.databaseUrl);
+  const db = await openDatabase(config.databaseUrl);
   try {
     await migrate(db.db);
     const storage = await openStorage(config.storage);

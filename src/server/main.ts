@@ -89,7 +89,7 @@ export interface RunningServer {
 
 export async function startServer(config: ResolvedConfig, opts: { logger?: Logger } = {}): Promise<RunningServer> {
   const logger = opts.logger ?? createLogger(config.logLevel);
-  const db = openDatabase(config.databaseUrl);
+  const db = await openDatabase(config.databaseUrl);
   try {
     const applied = await migrateRacing(db.db);
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
