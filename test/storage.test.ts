@@ -116,7 +116,7 @@ for (const subject of subjects) {
       const data = bytes(300_000);
       const res = await s.put('c/a/one.bin', streamOf(data), { contentType: 'text/plain' });
       assert.equal(res.size, data.length);
-      assert.ok(res.etag.length > 0);
+      if (subject.name === 's3') assert.ok(res.etag && res.etag.length > 0);
       const info = await s.head('c/a/one.bin');
       assert.ok(info);
       assert.equal(info.key, 'c/a/one.bin');
@@ -140,6 +140,28 @@ for (const subject of subjects) {
       assert.equal(res.size, 0);
       assert.equal((await s.head('c/empty.bin'))?.size, 0);
       assert.deepEqual(await read(s, 'c/empty.bin'), Buffer.alloc(0));
+    });
+
+    it('a Buffer body (the small-upload path): stored, overwritten atomically, refused by beforeCommit', async () => {
+      const data = bytes(4096);
+      const res = await s.put('c/buf/one.bin', data, { contentType: 'application/octet-stream' });
+      assert.equal(res.size, data.length);
+      assert.deepEqual(await read(s, 'c/buf/one.bin'), data);
+      const next = bytes(10);
+      await s.put('c/buf/one.bin', next);
+      assert.deepEqual(await read(s, 'c/buf/one.bin'), next);
+      await assert.rejects(
+        s.put('c/buf/one.bin', bytes(77), {
+          beforeCommit: () => {
+            throw new Error('refused');
+          },
+        }),
+        /refused/,
+      );
+      assert.deepEqual(await read(s, 'c/buf/one.bin'), next);
+      await s.put('c/buf/empty.bin', Buffer.alloc(0));
+      assert.equal((await s.head('c/buf/empty.bin'))?.size, 0);
+      assert.deepEqual(sub.temps(), []);
     });
 
     it('missing objects: head and get are null', async () => {

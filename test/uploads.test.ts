@@ -519,14 +519,19 @@ for (const backend of BACKENDS) {
     });
 
     describe('atomicity', () => {
-      it('a client that aborts mid-upload leaves nothing at the key and a failed run', async () => {
-        for (const withOld of [false, true]) {
-          const p = withOld ? 'atom/abort-old.bin' : 'atom/abort-new.bin';
+      it('a client that aborts mid-upload leaves nothing at the key and a failed run (streamed and small buffered bodies)', async () => {
+        // 20 MiB streams through the meter; 40 KiB is under SMALL_BODY_MAX, read into memory first.
+        for (const [withOld, total] of [
+          [false, 20 * MiB],
+          [true, 20 * MiB],
+          [false, 40 * 1024],
+          [true, 40 * 1024],
+        ] as const) {
+          const p = `atom/abort-${withOld ? 'old' : 'new'}-${total}.bin`;
           const old = bytes(4096);
           if (withOld) assert.equal((await put(t, 'alice', p, old)).status, 200);
           const before = (await runsAt(key('alice', p))).length;
-          const total = 20 * MiB;
-          const half = bytes(10 * MiB);
+          const half = bytes(total / 2);
           await new Promise<void>((resolve) => {
             const req = http.request(`${t.url}/objects/${p}`, {
               method: 'PUT',

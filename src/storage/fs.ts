@@ -1,32 +1,19 @@
 import { randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { mkdir, open, opendir, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError, ErrorCode } from '../errors.js';
+import { StagedFile, writeAllAt } from './staged-file.js';
 import type { ByteRange, DeleteManyResult, GetResult, MultipartCapability, ObjectInfo, PutOptions, PutResult, StorageBackend, StoredPart } from './types.js';
 
 /** Staging area inside the root, so the final rename never crosses a filesystem. */
 export const FS_TMP_DIR = '.s3up-tmp';
 const STALE_TMP_MS = 24 * 3600 * 1000;
 const WRITE_HWM = 1024 * 1024;
+/** Write-behind: an fdatasync every 32 MiB while a large upload is written (see StagedFile). */
+const SYNC_BEHIND_BYTES = 32 * 1024 * 1024;
 const DISK_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE', 'EEXIST']);
-
-/** The buffers left after the first `n` bytes of `bufs` were written. */
-function dropBytes(bufs: Buffer[], n: number): Buffer[] {
-  const out: Buffer[] = [];
-  let skip = n;
-  for (const b of bufs) {
-    if (skip >= b.length) {
-      skip -= b.length;
-      continue;
-    }
-    out.push(skip > 0 ? b.subarray(skip) : b);
-    skip = 0;
-  }
-  return out;
-}
 
 function statEtag(size: number, mtimeMs: number): string {
   return `"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"`;
@@ -143,31 +130,52 @@ export class FsStorage implements StorageBackend {
     return path.join(this.tmpDir, `${randomUUID()}.part`);
   }
 
-  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<PutResult> {
+  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
     const finalPath = this.pathFor(key);
     const tmp = this.tempPath();
     let published = false;
     try {
-      // flush: fsync before close, so the bytes are on disk before the rename publishes them.
-      const out = createWriteStream(tmp, { flags: 'wx', mode: 0o640, flush: true, highWaterMark: WRITE_HWM });
-      try {
-        await pipeline(body, out);
-      } catch (err) {
-        // A body that fails before the file is even open would otherwise let the
-        // open complete after the unlink below: wait for the stream to let go.
-        if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
-        // Disk-side failures become storage errors; a client abort or a limit stays as it is.
-        throw DISK_ERRORS.has((err as NodeJS.ErrnoException).code ?? '') ? storageError(err, 'write') : err;
-      }
-      const size = out.bytesWritten;
+      const size = Buffer.isBuffer(body) ? await this.writeBuffer(tmp, body) : await this.writeStream(tmp, body);
       await opts.beforeCommit?.();
       await this.publish(tmp, finalPath);
       published = true;
-      const st = await stat(finalPath);
-      return { size, etag: statEtag(st.size, st.mtimeMs) };
+      // No stat here: the size is what was written, and the ETag is derived from the file when it is read.
+      return { size };
     } finally {
       if (!published) await unlink(tmp).catch(() => {});
     }
+  }
+
+  /** Write and fsync a staged temp file from a stream; returns the bytes written. */
+  private async writeStream(tmp: string, body: Readable): Promise<number> {
+    // Finishes only once fsynced, so the bytes are on disk before the rename publishes them.
+    const out = new StagedFile(tmp, { syncEveryBytes: SYNC_BEHIND_BYTES, highWaterMark: WRITE_HWM });
+    try {
+      await pipeline(body, out);
+    } catch (err) {
+      // A body that fails before the file is even open would otherwise let the
+      // open complete after the caller's unlink: wait for the stream to let go.
+      if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
+      // Disk-side failures become storage errors; a client abort or a limit stays as it is.
+      throw DISK_ERRORS.has((err as NodeJS.ErrnoException).code ?? '') ? storageError(err, 'write') : err;
+    }
+    return out.bytesWritten;
+  }
+
+  /** Write and fsync a staged temp file from memory: four calls, no stream machinery. */
+  private async writeBuffer(tmp: string, buf: Buffer): Promise<number> {
+    try {
+      const fh = await open(tmp, 'wx', 0o640);
+      try {
+        await writeAllAt(fh, [buf], 0);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      throw storageError(err, 'write');
+    }
+    return buf.length;
   }
 
   /** Rename a fully written, fsynced temp file into place and make the rename durable. */
@@ -235,23 +243,13 @@ export class FsStorage implements StorageBackend {
         let written = 0;
         try {
           if (Buffer.isBuffer(body)) {
-            while (written < body.length) {
-              const { bytesWritten } = await fh.write(body, written, body.length - written, position + written);
-              written += bytesWritten;
-            }
+            written = await writeAllAt(fh, [body], position);
           } else {
             // Coalesce socket-sized buffers into ~1 MiB positional writes (fewer syscalls).
             let batch: Buffer[] = [];
             let batchBytes = 0;
             const flush = async (): Promise<void> => {
-              let at = position + written;
-              let bufs = batch;
-              while (bufs.length > 0) {
-                const { bytesWritten } = await fh.writev(bufs, at);
-                at += bytesWritten;
-                written += bytesWritten;
-                bufs = dropBytes(bufs, bytesWritten);
-              }
+              written += await writeAllAt(fh, batch, position + written);
               batch = [];
               batchBytes = 0;
             };

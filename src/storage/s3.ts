@@ -191,7 +191,8 @@ export class S3Storage implements StorageBackend {
     };
   }
 
-  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<PutResult> {
+  async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
+    if (Buffer.isBuffer(body) && body.length <= this.partSize) return this.putOne(key, body, opts);
     const cutter = new PartCutter(this.partSize);
     let uploadId: string | undefined;
     const parts: StoredPart[] = [];
@@ -215,24 +216,14 @@ export class S3Storage implements StorageBackend {
       inflight.add(p);
     };
     try {
-      for await (const chunk of body) {
+      // A Buffer larger than one part is cut like a stream (iterating a Buffer itself would yield bytes).
+      for await (const chunk of Buffer.isBuffer(body) ? [body] : body) {
         const buf = chunk as Buffer;
         total += buf.length;
         cutter.push(buf);
         while (cutter.full) await send(cutter.take());
       }
-      if (uploadId === undefined) {
-        const data = cutter.take(true);
-        await opts.beforeCommit?.();
-        try {
-          const out = await this.client.send(
-            new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length, ContentType: opts.contentType }),
-          );
-          return { size: data.length, etag: out.ETag ?? '' };
-        } catch (err) {
-          throw s3Error(err, 'put');
-        }
-      }
+      if (uploadId === undefined) return await this.putOne(key, cutter.take(true), opts);
       if (cutter.pending > 0) await send(cutter.take(true));
       await Promise.all(inflight);
       await opts.beforeCommit?.();
@@ -244,6 +235,19 @@ export class S3Storage implements StorageBackend {
         await mp.abort(key, uploadId).catch(() => false);
       }
       throw err;
+    }
+  }
+
+  /** A body that fits in one part: one PutObject, after `beforeCommit`. */
+  private async putOne(key: string, data: Buffer, opts: PutOptions): Promise<PutResult> {
+    await opts.beforeCommit?.();
+    try {
+      const out = await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length, ContentType: opts.contentType }),
+      );
+      return { size: data.length, etag: out.ETag ?? '' };
+    } catch (err) {
+      throw s3Error(err, 'put');
     }
   }
 

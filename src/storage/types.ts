@@ -21,7 +21,8 @@ export interface PutOptions {
 
 export interface PutResult {
   size: number;
-  etag: string;
+  /** The store's ETag where it returns one at no extra cost (S3); the filesystem derives it on read. */
+  etag?: string | undefined;
 }
 
 export interface ByteRange {
@@ -85,8 +86,12 @@ export interface PresignCapability {
 /** What the upload pipeline needs from a store. Optional capabilities are detected, never faked. */
 export interface StorageBackend {
   readonly kind: 'fs' | 's3';
-  /** Stream `body` to `key`; the object appears atomically and only when complete. */
-  put(key: string, body: Readable, opts?: PutOptions): Promise<PutResult>;
+  /**
+   * Store `body` at `key`; the object appears atomically and only when complete.
+   * A stream is written as it arrives; a Buffer (a small body the pipeline
+   * already holds) is written in one go, without stream machinery.
+   */
+  put(key: string, body: Readable | Buffer, opts?: PutOptions): Promise<PutResult>;
   head(key: string): Promise<ObjectInfo | null>;
   get(key: string, range?: ByteRange): Promise<GetResult | null>;
   delete(key: string): Promise<void>;
