@@ -10,7 +10,12 @@ import type { ByteRange, DeleteManyResult, GetResult, MultipartCapability, Objec
 /** Staging area inside the root, so the final rename never crosses a filesystem. */
 export const FS_TMP_DIR = '.s3up-tmp';
 const STALE_TMP_MS = 24 * 3600 * 1000;
-const WRITE_HWM = 1024 * 1024;
+/**
+ * Bytes a staging file queues before backpressure: enough to batch a few socket
+ * chunks per writev, small enough that chunks do not wait long (see Meter).
+ */
+const WRITE_HWM = 512 * 1024;
+const READ_HWM = 1024 * 1024;
 /** Write-behind: an fdatasync every 32 MiB while a large upload is written (see StagedFile). */
 const SYNC_BEHIND_BYTES = 32 * 1024 * 1024;
 const DISK_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE', 'EEXIST']);
@@ -169,9 +174,12 @@ export class FsStorage implements StorageBackend {
       try {
         await writeAllAt(fh, [buf], 0);
         await fh.sync();
-      } finally {
+      } catch (err) {
         await fh.close();
+        throw err;
       }
+      // Durable already: the close need not hold up the rename (one thread-pool round trip less).
+      fh.close().catch(() => {});
     } catch (err) {
       throw storageError(err, 'write');
     }
@@ -245,7 +253,7 @@ export class FsStorage implements StorageBackend {
           if (Buffer.isBuffer(body)) {
             written = await writeAllAt(fh, [body], position);
           } else {
-            // Coalesce socket-sized buffers into ~1 MiB positional writes (fewer syscalls).
+            // Coalesce socket-sized buffers into 512 KiB positional writes (fewer syscalls).
             let batch: Buffer[] = [];
             let batchBytes = 0;
             const flush = async (): Promise<void> => {
@@ -343,7 +351,7 @@ export class FsStorage implements StorageBackend {
     // The stream owns the handle and closes it exactly once. (Closing the raw fd
     // and then the FileHandle as well would close a number that another request
     // may already have been given again.)
-    const body = fh.createReadStream({ start: range?.start, end: range?.end, highWaterMark: WRITE_HWM });
+    const body = fh.createReadStream({ start: range?.start, end: range?.end, highWaterMark: READ_HWM });
     return { body, info: { key, size: st.size, lastModified: st.mtime, etag: statEtag(st.size, st.mtimeMs) } };
   }
 

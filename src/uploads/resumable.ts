@@ -89,8 +89,9 @@ export class PartHasher extends Transform {
     private readonly expected: number,
     withMd5 = true,
   ) {
-    // Small buffers: up to a few parallel chunks per client must not move the gateway's RSS.
-    super({ highWaterMark: 512 * 1024 });
+    // Node's default 16 KiB buffers: chunks pass straight through (see Meter: deep
+    // queues get socket buffers promoted and held until a full collection).
+    super();
     this.md5h = withMd5 ? new OffThreadMd5() : undefined;
   }
 
