@@ -125,9 +125,10 @@ export class UploadPipeline {
     const { path, key } = this.keyFor(client, req.path);
     this.checkDeclaredSize(client, req.declaredSize);
 
-    const run = req.queuedRun
-      ? await this.runs.transition(req.queuedRun.run_id, 'processing')
-      : await this.runs.create({
+    const small = req.declaredSize !== undefined && req.declaredSize <= SMALL_BODY_MAX;
+    const runCreated = req.queuedRun
+      ? this.runs.transition(req.queuedRun.run_id, 'processing')
+      : this.runs.create({
           client: client.name,
           kind: req.kind,
           path,
@@ -137,13 +138,19 @@ export class UploadPipeline {
           contentType: req.contentType ?? null,
           filename: req.filename ?? null,
         });
+    // A small body is read while its record is written (one round trip less per
+    // upload); a streamed one starts flowing only once the record exists.
+    const smallBody = small ? readSmallBody(req.body, req.declaredSize ?? 0) : undefined;
+    smallBody?.catch(() => {});
+    // No record, no upload (database down: the error handler answers 503).
+    const run = await runCreated;
     if (!req.queuedRun) this.emitStarted(req.kind, client.name);
 
     try {
       let source: Readable | Buffer;
       let received: Received;
-      if (req.declaredSize !== undefined && req.declaredSize <= SMALL_BODY_MAX) {
-        const buf = await readSmallBody(req.body, req.declaredSize);
+      if (smallBody) {
+        const buf = await smallBody;
         source = buf;
         received = { bytes: buf.length, sha256: createHash('sha256').update(buf).digest('hex') };
       } else {
