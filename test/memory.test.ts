@@ -1,7 +1,7 @@
 // The gateway's memory tuning (src/server/memory.ts): the buffer reclaimer runs
 // young-generation collections only while bytes move through a real HTTP
-// server's connections, and the young-generation setting holds V8's new space
-// at its initial size (checked in a child process: V8 flags are process-wide).
+// server's connections, and the young-generation hold keeps V8's new space at
+// its initial size until released (checked in a child process: V8 flags are process-wide).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import http from 'node:http';
@@ -83,7 +83,7 @@ describe('young generation setting', () => {
   // Allocates 2M short-lived objects; V8 would grow new space to 16 MB semi-spaces.
   const probe = (setup: string, execArgv: string[] = []) => {
     const code = `
-      import { fixYoungGeneration } from ${JSON.stringify(path.join(ROOT, 'src/server/memory.ts'))};
+      import { holdYoungGeneration, releaseYoungGeneration } from ${JSON.stringify(path.join(ROOT, 'src/server/memory.ts'))};
       import v8 from 'node:v8';
       ${setup}
       let keep = [];
@@ -95,13 +95,15 @@ describe('young generation setting', () => {
     return Number(r.stdout.trim()) / (1024 * 1024);
   };
 
-  it('keeps new space at its initial size, and leaves an operator flag alone', () => {
+  it('holds new space at its initial size until released, and leaves an operator flag alone', () => {
     const grown = probe('');
-    const fixed = probe('fixYoungGeneration();');
-    const operator = probe('fixYoungGeneration();', ['--max-semi-space-size=4']);
+    const fixed = probe('holdYoungGeneration();');
+    const released = probe('holdYoungGeneration(); releaseYoungGeneration();');
+    const operator = probe('holdYoungGeneration();', ['--max-semi-space-size=4']);
     assert.ok(grown >= 8, `without the setting new space grows (got ${grown} MB)`);
     // Loading tsx before the call lets it grow a step or two; the bin calls it before any other module.
     assert.ok(fixed <= 4, `with the setting new space stays small (got ${fixed} MB)`);
+    assert.ok(released >= 8, `released, it grows again (got ${released} MB)`);
     assert.ok(operator >= 8 && operator < grown, `an operator's --max-semi-space-size=4 wins (got ${operator} MB)`);
   });
 });

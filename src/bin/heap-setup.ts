@@ -1,4 +1,4 @@
 // Imported first by the gateway's bin, so it runs before any other module allocates.
-import { fixYoungGeneration } from '../server/memory.js';
+import { holdYoungGeneration } from '../server/memory.js';
 
-fixYoungGeneration();
+holdYoungGeneration();

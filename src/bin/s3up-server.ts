@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// First, before any module allocates: keep V8's young generation at its initial size (server/memory.ts).
+// First, before any module allocates: hold V8's young generation at its initial size during start-up (server/memory.ts).
 import './heap-setup.js';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -43,10 +43,11 @@ async function serve(argv: string[]): Promise<void> {
   // Loaded only once the config is valid: a bad config or `keygen` answers without loading the HTTP and S3 stacks.
   const { startServer } = await import('../server/main.js');
   // Return the memory of streamed buffers promptly (see server/memory.ts); process-wide, so started here.
-  const { startBufferReclaimer } = await import('../server/memory.js');
+  const { releaseYoungGeneration, startBufferReclaimer } = await import('../server/memory.js');
   const reclaimer = startBufferReclaimer();
   const server = await startServer(config);
   reclaimer.track(server.app.server);
+  releaseYoungGeneration();
   if (config.devKey) {
     const rel = path.relative(process.cwd(), config.devKey.file) || config.devKey.file;
     process.stdout.write(

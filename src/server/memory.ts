@@ -14,13 +14,15 @@ import vm from 'node:vm';
  * 25-35 MB of `arrayBuffers` during a large upload).
  *
  * So while bytes move through the gateway's connections, this runs a
- * young-generation collection every 25 ms (the dead buffers are then freed on
- * V8's background thread). "Moving" is read from the connections' own byte
- * counters: an idle gateway runs none. After a burst (and after start-up) it
- * runs a few more once things are quiet, at a low allocation rate, which lets
- * V8 shrink the young generation back to its minimum (idle RSS). Measured on
- * the 1 GiB benchmark (docs/benchmarks.md): idle RSS ~110 -> ~88 MB, peak
- * ~150 -> ~112 MB, same throughput and CPU.
+ * young-generation collection for every 4 MiB moved (looking every 25 ms; the
+ * dead buffers are then freed on V8's background thread, ~1.6 ms of main
+ * thread per collection). "Moved" is read from the connections' own byte
+ * counters: an idle gateway runs none. After a burst it runs a few more once
+ * things are quiet, at a low allocation rate, which lets V8 shrink the young
+ * generation. Together with `holdYoungGeneration`, measured on the 1 GiB
+ * benchmark (docs/benchmarks.md): idle RSS ~110 -> ~92 MB, peak ~150 ->
+ * ~111 MB. Collecting on every look while bytes move freed a little more
+ * (peak ~108 MB) for twice the collections.
  *
  * Tried first and dropped: collections triggered by growth of `arrayBuffers`
  * (allocation and freeing overlap, so growth shows too late) and by event-loop
@@ -33,7 +35,7 @@ import vm from 'node:vm';
 export interface BufferReclaimerOptions {
   /** How often to look, in milliseconds (default 25: at 250 MB/s about 6 MB arrive per look). */
   intervalMs?: number;
-  /** Bytes read plus written on the tracked connections, per look, that count as streaming (default 256 KiB). */
+  /** Bytes read plus written on the tracked connections between two collections (default 4 MiB). */
   minBytes?: number;
   /** Collections once quiet after a burst or start-up, one per second (default 3). */
   settleCollections?: number;
@@ -64,17 +66,31 @@ function collector(): GcFunction | null {
   return gcFunction;
 }
 
+let held = false;
+
 /**
- * Keep V8's young generation at its initial size (1 MB semi-spaces) instead of
- * letting it grow to 16 MB: a gateway's garbage is mostly small, short-lived
- * objects, and a small young generation is collected often, so the buffers
- * those objects point to are freed early too. Measured (512 MiB upload):
- * idle RSS ~110 -> ~98 MB, and with the reclaimer below, peak ~150 -> ~115 MB.
- * Skipped when the operator sets a semi-space flag of their own.
+ * Hold V8's young generation at its initial size (1 MB semi-spaces) while the
+ * gateway starts: loading and compiling its modules otherwise grows it to its
+ * 16 MB maximum, and it stays that large, idle (measured: idle RSS ~110 ->
+ * ~92 MB). Skipped when the operator sets a semi-space flag of their own.
  */
-export function fixYoungGeneration(): void {
+export function holdYoungGeneration(): void {
   const own = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /semi[-_]space/.test(a));
-  if (!own) v8.setFlagsFromString('--semi-space-growth-factor=1');
+  if (own) return;
+  v8.setFlagsFromString('--semi-space-growth-factor=1');
+  held = true;
+}
+
+/**
+ * Once serving, let the young generation grow again (V8's default factor): a
+ * fixed 1 MB young generation costs many small requests 15-20% more main-thread
+ * CPU in collections, while streaming does not grow it (the reclaimer keeps
+ * it small): 1 GiB upload peak ~111 MB either way.
+ */
+export function releaseYoungGeneration(): void {
+  if (!held) return;
+  v8.setFlagsFromString('--semi-space-growth-factor=2');
+  held = false;
 }
 
 export function startBufferReclaimer(opts: BufferReclaimerOptions = {}): BufferReclaimer {
