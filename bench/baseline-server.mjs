@@ -2,18 +2,60 @@
 // with `pipeline(req, fs.createWriteStream(...))` and nothing else (no auth, no
 // hashing, no database, no temp file + rename). With --fsync the write stream
 // is opened with `flush: true`, i.e. one fsync when the file is closed, as the
-// gateway does before it publishes.
-//   node bench/baseline-server.mjs --port N --dir DIR [--fsync]
+// gateway does before it publishes. With --publish it also follows the gateway's
+// durability protocol: write to a temp file, fsync, rename into place, fsync
+// the folder (concurrent renames into one folder share that fsync), so the
+// cost of publishing atomically and durably can be told from the gateway's own.
+//   node bench/baseline-server.mjs --port N --dir DIR [--fsync | --publish]
+import { randomUUID } from 'node:crypto';
 import { createWriteStream, mkdirSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { port: { type: 'string' }, dir: { type: 'string' }, fsync: { type: 'boolean', default: false } } });
+const { values } = parseArgs({
+  options: { port: { type: 'string' }, dir: { type: 'string' }, fsync: { type: 'boolean', default: false }, publish: { type: 'boolean', default: false } },
+});
 const root = path.resolve(values.dir ?? '.');
-const flush = values.fsync;
+const publish = values.publish;
+const flush = values.fsync || publish;
+const tmpDir = path.join(root, '.tmp');
+if (publish) mkdirSync(tmpDir, { recursive: true });
 const made = new Set();
+
+/** fsync a folder; callers arriving while one runs share the next (as the gateway's DirSyncer). */
+const dirSyncs = new Map();
+async function fsyncDir(dir) {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+function syncDir(dir) {
+  let s = dirSyncs.get(dir);
+  if (!s) {
+    s = {};
+    dirSyncs.set(dir, s);
+  }
+  const state = s;
+  const start = () => {
+    state.running = fsyncDir(dir).finally(() => {
+      state.running = undefined;
+    });
+    return state.running;
+  };
+  if (state.queued) return state.queued;
+  if (!state.running) return start();
+  state.queued = state.running.then(() => {
+    state.queued = undefined;
+    return start();
+  });
+  return state.queued;
+}
 
 const server = http.createServer(async (req, res) => {
   if (req.method === 'GET' && req.url === '/health') {
@@ -34,8 +76,13 @@ const server = http.createServer(async (req, res) => {
       mkdirSync(dir, { recursive: true });
       made.add(dir);
     }
-    const out = createWriteStream(file, { flush });
+    const target = publish ? path.join(tmpDir, `${randomUUID()}.part`) : file;
+    const out = createWriteStream(target, { flush });
     await pipeline(req, out);
+    if (publish) {
+      await rename(target, file);
+      await syncDir(dir);
+    }
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ success: true, size: out.bytesWritten }));
   } catch (err) {

@@ -1,6 +1,8 @@
 // Benchmark "small": many 4 KiB uploads (PUT /objects/...) over 32 keep-alive
 // connections to the gateway (filesystem + SQLite), against the bare Node server
-// writing the same files in the same run. The load generator is its own process.
+// writing the same files in the same run: plain, with an fsync per file, and
+// "publish" (temp file, fsync, rename, folder fsync: the gateway's durability
+// protocol without the gateway). The load generator is its own process.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchTmp, fmt, rmrf, runJson, startBaseline, startGateway, syncDisks } from './lib.mjs';
@@ -26,6 +28,8 @@ export async function runSmall(opts = {}) {
     started.push(base);
     const baseSync = await startBaseline({ dir: path.join(tmp, 'base-fsync'), fsync: true });
     started.push(baseSync);
+    const basePublish = await startBaseline({ dir: path.join(tmp, 'base-publish'), publish: true });
+    started.push(basePublish);
 
     const load = async (name, srv, url, auth) => {
       syncDisks();
@@ -45,8 +49,9 @@ export async function runSmall(opts = {}) {
       size,
       baseline: await load('baseline', base, `${base.url}/small`),
       baselineFsync: await load('baseline+fsync', baseSync, `${baseSync.url}/small`),
+      baselinePublish: await load('baseline+publish', basePublish, `${basePublish.url}/small`),
       gateway: await load('gateway', gw, `${gw.url}/objects/small`, gw.key),
-      peakRssMB: { gateway: gw.peakRssMB(), baseline: base.peakRssMB(), baselineFsync: baseSync.peakRssMB() },
+      peakRssMB: { gateway: gw.peakRssMB(), baseline: base.peakRssMB(), baselineFsync: baseSync.peakRssMB(), baselinePublish: basePublish.peakRssMB() },
     };
     return result;
   } finally {
@@ -62,9 +67,9 @@ export function smallRows(r) {
     {
       benchmark: `small ${r.size / 1024} KiB x ${r.count}, c=${r.concurrency}, fs+sqlite`,
       figure: `${fmt(g.perSecond, 0)} uploads/s, ${lat(g)}`,
-      baseline: `${fmt(r.baseline.perSecond, 0)}/s ${lat(r.baseline)} (no fsync); ${fmt(r.baselineFsync.perSecond, 0)}/s ${lat(r.baselineFsync)} (fsync)`,
-      'CPU ms/upload': `${fmt(g.cpuMsPerUpload, 2)} vs ${fmt(r.baseline.cpuMsPerUpload, 2)} / ${fmt(r.baselineFsync.cpuMsPerUpload, 2)}`,
-      ratio: `${fmt(g.perSecond / r.baseline.perSecond, 3)} / ${fmt(g.perSecond / r.baselineFsync.perSecond, 3)}`,
+      baseline: `${fmt(r.baseline.perSecond, 0)}/s ${lat(r.baseline)} (no fsync); ${fmt(r.baselineFsync.perSecond, 0)}/s ${lat(r.baselineFsync)} (fsync); ${fmt(r.baselinePublish.perSecond, 0)}/s ${lat(r.baselinePublish)} (publish)`,
+      'CPU ms/upload': `${fmt(g.cpuMsPerUpload, 2)} vs ${fmt(r.baseline.cpuMsPerUpload, 2)} / ${fmt(r.baselineFsync.cpuMsPerUpload, 2)} / ${fmt(r.baselinePublish.cpuMsPerUpload, 2)}`,
+      ratio: `${fmt(g.perSecond / r.baseline.perSecond, 3)} / ${fmt(g.perSecond / r.baselineFsync.perSecond, 3)} / ${fmt(g.perSecond / r.baselinePublish.perSecond, 3)}`,
       'peak RSS': `${fmt(r.peakRssMB.gateway)} MB (baseline ${fmt(r.peakRssMB.baseline)})`,
       target: '>= 1500 uploads/s',
       met: g.perSecond >= 1500 ? 'yes' : 'NO',
