@@ -44,9 +44,9 @@ async function serve(argv: string[]): Promise<void> {
   const { startServer } = await import('../server/main.js');
   // Return the memory of streamed buffers promptly (see server/memory.ts); process-wide, so started here.
   const { releaseYoungGeneration, startBufferReclaimer } = await import('../server/memory.js');
-  const reclaimer = startBufferReclaimer();
+  const reclaimer = config.memoryReclaim ? startBufferReclaimer() : undefined;
   const server = await startServer(config);
-  reclaimer.track(server.app.server);
+  reclaimer?.track(server.app.server);
   releaseYoungGeneration();
   if (config.devKey) {
     const rel = path.relative(process.cwd(), config.devKey.file) || config.devKey.file;
