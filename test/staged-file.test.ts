@@ -32,14 +32,19 @@ describe('StagedFile', () => {
     });
     await pipeline(Readable.from(chunks), out);
     assert.equal(out.bytesWritten, data.length);
+    // 3 MiB at one sync per 64 KiB written, at most one in flight: several, however the writes batch.
+    assert.ok(out.syncs >= 3, `expected several write-behind syncs, got ${out.syncs}`);
     assert.equal(finishedWith, data.length);
     assert.deepEqual(readFileSync(file), data);
   });
 
-  it('writes an empty file', async () => {
+  it('writes an empty file; syncEveryBytes 0 means no write-behind', async () => {
     const file = path.join(dir, 'empty.bin');
     await pipeline(Readable.from([]), new StagedFile(file, { syncEveryBytes: 1, highWaterMark: 1024 }));
     assert.equal(readFileSync(file).length, 0);
+    const none = new StagedFile(path.join(dir, 'no-wb.bin'), { syncEveryBytes: 0, highWaterMark: 1024 });
+    await pipeline(Readable.from([bytes(100_000)]), none);
+    assert.equal(none.syncs, 0);
   });
 
   it('never overwrites: an existing path fails the stream', async () => {

@@ -53,6 +53,8 @@ export interface StagedFileOptions {
  */
 export class StagedFile extends Writable {
   bytesWritten = 0;
+  /** Write-behind fdatasyncs started so far (the final fsync not counted). */
+  syncs = 0;
   private fh: FileHandle | undefined;
   private syncing: Promise<void> | undefined;
   private syncedFrom = 0;
@@ -90,6 +92,7 @@ export class StagedFile extends Writable {
     const every = this.opts.syncEveryBytes;
     if (every > 0 && !this.syncing && this.bytesWritten - this.syncedFrom >= every) {
       this.syncedFrom = this.bytesWritten;
+      this.syncs++;
       this.syncing = fh.datasync().then(
         () => {
           this.syncing = undefined;
