@@ -175,7 +175,8 @@ export class FsStorage implements StorageBackend {
         await writeAllAt(fh, [buf], 0);
         await fh.sync();
       } catch (err) {
-        await fh.close();
+        // Report the write or fsync failure, not a failure to close after it.
+        await fh.close().catch(() => {});
         throw err;
       }
       // Durable already: the close need not hold up the rename (one thread-pool round trip less).
