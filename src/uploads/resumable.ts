@@ -702,6 +702,28 @@ export class ResumableEngine {
     return { expired: Number(expired?.n ?? 0), pending: Number(pending?.n ?? 0) };
   }
 
+  /** Record the parts a PATCH stored and its new offset (and tail), in one transaction, if nobody moved the offset meanwhile. */
+  private async saveTusProgress(
+    sessionId: string,
+    fromOffset: number,
+    rows: Array<Pick<PartRow, 'part_number' | 'size' | 'md5' | 'sha256' | 'etag'>>,
+    newOffset: number,
+    newTail: Buffer | undefined,
+    now: number,
+  ): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await this.recordParts(sessionId, rows, now, trx);
+      const res = await trx
+        .updateTable('upload_sessions')
+        .set({ tus_offset: newOffset, tus_tail: newTail ? newTail.toString('base64') : null, updated_at: Date.now() })
+        .where('session_id', '=', sessionId)
+        .where('tus_offset', '=', fromOffset)
+        .where('status', '=', 'active')
+        .executeTakeFirst();
+      if (Number(res.numUpdatedRows) === 0) throw new AppError(ErrorCode.CONFLICT, 'the upload was changed concurrently');
+    });
+  }
+
   // ---- tus: a byte stream at an offset, mapped onto fixed-size parts ----
 
   /**
@@ -734,7 +756,12 @@ export class ResumableEngine {
       // tus verifies bodies with Upload-Checksum; parts keep SHA-256 only (for the composite).
       const md5 = '';
       const sha256 = createHash('sha256').update(buf).digest('hex');
-      const stored = await this.mp.uploadPart(s.object_key, s.store_upload_id, n, buf, buf.length);
+      let stored: StoredPart;
+      try {
+        stored = await this.mp.uploadPart(s.object_key, s.store_upload_id, n, buf, buf.length);
+      } catch (err) {
+        throw new StoreWriteFailure(err);
+      }
       rows.push({ part_number: n, size: buf.length, md5, sha256, etag: stored.etag });
       partStart += buf.length;
       chunks = [];
@@ -760,6 +787,15 @@ export class ResumableEngine {
     } catch (err) {
       failure = err;
     }
+    if (failure instanceof StoreWriteFailure) {
+      // The store refused a part: the offset may only count bytes the store (or
+      // the session row's tail) durably holds. Keep the parts stored before the
+      // failure; the part that failed is not counted, so the client resends it.
+      const storedTo = rows.length > 0 ? partStart : offset;
+      if (rows.length > 0) await this.saveTusProgress(s.session_id, offset, rows, storedTo, undefined, now);
+      this.opts.logger?.warn({ file_id: s.session_id, offset: storedTo }, 'tus PATCH: the store refused a part; offset kept at the stored bytes');
+      throw storeFailure(failure.cause);
+    }
     if (failure !== undefined) {
       // The client went away or sent too much: keep what was fully received (tus resumes from the new offset).
       if (isAppError(failure) && failure.code === ErrorCode.SIZE_MISMATCH) throw failure;
@@ -771,21 +807,24 @@ export class ResumableEngine {
     // Bytes buffered past the last full part become the tail.
     const newTail = buffered > 0 ? (chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, buffered)) : undefined;
     const newOffset = partStart + buffered;
-    await this.db.transaction().execute(async (trx) => {
-      await this.recordParts(s.session_id, rows, now, trx);
-      const res = await trx
-        .updateTable('upload_sessions')
-        .set({ tus_offset: newOffset, tus_tail: newTail ? newTail.toString('base64') : null, updated_at: Date.now() })
-        .where('session_id', '=', s.session_id)
-        .where('tus_offset', '=', offset)
-        .where('status', '=', 'active')
-        .executeTakeFirst();
-      if (Number(res.numUpdatedRows) === 0) throw new AppError(ErrorCode.CONFLICT, 'the upload was changed concurrently');
-    });
+    await this.saveTusProgress(s.session_id, offset, rows, newOffset, newTail, now);
     if (newOffset === s.file_size) await this.complete(client, sessionId);
     if (failure !== undefined && !isAppError(failure)) this.opts.logger?.debug({ file_id: s.session_id, offset: newOffset }, 'tus PATCH ended early');
     return newOffset;
   }
+}
+
+/** A part the store did not take (disk full, store down): not the client's doing. */
+class StoreWriteFailure extends Error {
+  constructor(override readonly cause: unknown) {
+    super('the store refused a part', { cause });
+  }
+}
+
+/** A store failure in the error contract: retryable (503/507) unless the store said otherwise. */
+function storeFailure(err: unknown): AppError {
+  if (isAppError(err) && err.status >= 500) return err;
+  return new AppError(ErrorCode.STORAGE_UNAVAILABLE, 'the store did not take the bytes; retry from the offset HEAD reports', undefined, { cause: err });
 }
 
 function abortedOr(err: unknown): unknown {

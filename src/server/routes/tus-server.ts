@@ -50,6 +50,11 @@ export class EngineTusStore extends DataStore {
     const s = await this.engine.find(client.name, id);
     if (!s) throw ERRORS.FILE_NOT_FOUND;
     if (s.status === 'aborted' || s.status === 'expired') throw ERRORS.FILE_NO_LONGER_EXISTS;
+    if (s.status === 'completing') throw new AppError(ErrorCode.CONFLICT, 'the upload is being completed; retry');
+    // Every byte arrived but the object was not published (the store failed at
+    // completion): report the offset only once the object is there, so a client
+    // never takes an unpublished upload for a finished one.
+    if (s.status === 'active' && s.file_size > 0 && s.tus_offset === s.file_size) await this.engine.complete(client, s.session_id);
     let metadata: Record<string, string | null> | undefined;
     try {
       metadata = s.tus_metadata ? (JSON.parse(s.tus_metadata) as Record<string, string | null>) : undefined;
