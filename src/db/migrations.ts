@@ -1,4 +1,4 @@
-import type { Kysely, Migration, MigrationProvider } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
 
 /**
  * One set of migrations for SQLite and PostgreSQL. Only portable column types
@@ -148,6 +148,42 @@ const migrations: Record<string, Migration> = {
       await db.schema.dropIndex('runs_client_status_created_idx').execute();
       await db.schema.dropTable('leases').execute();
       await db.schema.dropTable('client_reports').execute();
+    },
+  },
+  // The current state of each stored key (runs are the history of attempts):
+  // written in the step that publishes, read by /exists, /download and retention.
+  // Filled from the latest successful, undeleted run of every key.
+  '0004_objects': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('objects')
+        .addColumn('object_key', 'text', (c) => c.primaryKey())
+        .addColumn('client', 'text', (c) => c.notNull())
+        .addColumn('path', 'text', (c) => c.notNull())
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('sha256', 'text')
+        .addColumn('checksum', 'text', (c) => c.notNull())
+        .addColumn('checksum_algorithm', 'text', (c) => c.notNull())
+        .addColumn('chunk_size', 'bigint')
+        .addColumn('content_type', 'text')
+        .addColumn('uploaded_at', 'bigint', (c) => c.notNull())
+        .addColumn('run_id', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('objects_client_path_idx').on('objects').columns(['client', 'path']).execute();
+      await sql`
+        insert into objects (object_key, client, path, size, sha256, checksum, checksum_algorithm, chunk_size, content_type, uploaded_at, run_id)
+        select r.object_key, r.client, r.path, r.size, r.sha256, r.sha256, 'sha256', null, r.content_type, r.finished_at, r.run_id
+        from runs r
+        where r.status = 'succeeded' and r.deleted_at is null and r.sha256 is not null and r.size is not null and r.finished_at is not null
+          and not exists (
+            select 1 from runs r2
+            where r2.object_key = r.object_key and r2.status = 'succeeded' and r2.deleted_at is null
+              and (r2.finished_at > r.finished_at or (r2.finished_at = r.finished_at and r2.run_id > r.run_id))
+          )
+      `.execute(db);
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('objects').execute();
     },
   },
 };

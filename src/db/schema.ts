@@ -125,7 +125,26 @@ export interface TelemetryEventsTable {
   created_at: Millis;
 }
 
+/** The current state of one stored key: what the latest published upload put there. */
+export interface ObjectsTable {
+  object_key: string;
+  client: string;
+  path: string;
+  size: number;
+  /** Plain SHA-256 of the bytes, when the gateway saw them in one stream (or the upload was one chunk). */
+  sha256: string | null;
+  /** A checksum a client can compute locally: the sha256, or the composite of a chunked upload. */
+  checksum: string;
+  checksum_algorithm: 'sha256' | 'sha256-of-sha256s';
+  /** Chunk size the composite was computed over (null for sha256). */
+  chunk_size: number | null;
+  content_type: string | null;
+  uploaded_at: Millis;
+  run_id: string;
+}
+
 export interface Database {
+  objects: ObjectsTable;
   upload_sessions: UploadSessionsTable;
   upload_parts: UploadPartsTable;
   telemetry_events: TelemetryEventsTable;

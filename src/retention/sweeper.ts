@@ -7,6 +7,7 @@ import { AppError, ErrorCode } from '../errors.js';
 import { RunQuery } from '../runs/query.js';
 import { FsStorage } from '../storage/fs.js';
 import type { StorageBackend } from '../storage/types.js';
+import { RunStore } from '../uploads/runs.js';
 import { Lease } from './lease.js';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -288,18 +289,7 @@ export class Sweeper {
   }
 
   private async markDeleted(keys: string[], now: number): Promise<number> {
-    let n = 0;
-    for (let i = 0; i < keys.length; i += 500) {
-      const res = await this.opts.db
-        .updateTable('runs')
-        .set({ deleted_at: now, updated_at: now })
-        .where('object_key', 'in', keys.slice(i, i + 500))
-        .where('status', '=', 'succeeded')
-        .where('deleted_at', 'is', null)
-        .executeTakeFirst();
-      n += Number(res.numUpdatedRows);
-    }
-    return n;
+    return new RunStore(this.opts.db).markDeleted(keys, now);
   }
 }
 

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { mkdir, open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Kysely, Selectable } from 'kysely';
@@ -194,7 +194,7 @@ export class DirectUploads {
       if (key === null) throw new AppError(ErrorCode.INVALID_REQUEST, 'upload_complete needs the key the upload was issued');
       const run = await this.findDirectRun(client, key);
       runId = run.run_id;
-      const settled = await this.settle(run, size);
+      const settled = await this.settle(run, size, client.maxFileSize);
       outcome = settled.outcome;
       runStatus = settled.run.status;
     }
@@ -234,7 +234,7 @@ export class DirectUploads {
     return run;
   }
 
-  private async settle(run: Run, reported: number | null): Promise<{ outcome: string; run: Run }> {
+  private async settle(run: Run, reported: number | null, limit: number): Promise<{ outcome: string; run: Run }> {
     const info = await this.pipeline.storage.head(run.object_key);
     const expected = run.status === 'succeeded' ? run.size : (run.size ?? reported);
     let outcome: string;
@@ -248,18 +248,48 @@ export class DirectUploads {
         ErrorCode.SIZE_MISMATCH,
         `the stored object has ${info.size} bytes; ${expected !== null ? `the upload was issued for ${expected}` : ''}${reported !== null ? ` the client reported ${reported}` : ''}`.trim(),
       );
+    } else if (info.size > limit) {
+      // A store that does not enforce the signed length (or a URL without one) must not let it through.
+      outcome = 'too_large';
+      error = new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the stored object has ${info.size} bytes, over this client's limit of ${limit} bytes`, { limit });
     } else {
       outcome = 'verified';
     }
     if (run.status === 'succeeded' || run.status === 'failed') return { outcome, run };
     if (error) {
       // A wrong-size object must not stay at the key as if it were the upload.
-      if (outcome === 'size_mismatch') await this.pipeline.storage.delete(run.object_key).catch(() => {});
+      if (outcome === 'size_mismatch' || outcome === 'too_large') await this.pipeline.storage.delete(run.object_key).catch(() => {});
       const failed = await this.pipeline.runs.transition(run.run_id, 'failed', { errorCode: error.code, errorMessage: error.message });
       this.pipeline.emitFinished(failed, 'failed', error.code);
       return { outcome, run: failed };
     }
-    const ok = await this.pipeline.runs.transition(run.run_id, 'succeeded', { size: info?.size ?? null });
+    // The store's bytes are hashed once here, so the object row holds a checksum a client can compute.
+    const release = await this.pipeline.keyLocks.acquire(run.object_key);
+    let ok: Run;
+    try {
+      const got = await this.pipeline.storage.get(run.object_key);
+      if (!got) throw new AppError(ErrorCode.NOT_FOUND, 'the object disappeared while it was being verified');
+      const h = createHash('sha256');
+      for await (const chunk of got.body) h.update(chunk as Buffer);
+      const sha256 = h.digest('hex');
+      ok = await this.pipeline.runs.transition(run.run_id, 'succeeded', {
+        size: got.info.size,
+        sha256,
+        object: {
+          object_key: run.object_key,
+          client: run.client,
+          path: run.path,
+          size: got.info.size,
+          sha256,
+          checksum: sha256,
+          checksum_algorithm: 'sha256',
+          chunk_size: null,
+          content_type: run.content_type,
+        },
+      });
+    } finally {
+      release();
+    }
     this.pipeline.emitFinished(ok, 'succeeded');
     return { outcome, run: ok };
   }

@@ -6,6 +6,7 @@ import { databaseUnavailable } from '../db/index.js';
 import type { RunKind } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { StorageBackend } from '../storage/types.js';
+import { KeyLocks } from './key-locks.js';
 import { objectKey } from './keys.js';
 import { Meter } from './meter.js';
 import type { Run, RunStore } from './runs.js';
@@ -70,6 +71,8 @@ export interface UploadObserver {
  */
 export class UploadPipeline {
   private readonly observers: UploadObserver[] = [];
+  /** Publishes of one key, one at a time (with their object rows). */
+  readonly keyLocks = new KeyLocks();
 
   constructor(
     readonly storage: StorageBackend,
@@ -160,21 +163,47 @@ export class UploadPipeline {
         source = meter;
         received = meter;
       }
-      const put = await this.storage.put(key, source, {
-        contentType: req.contentType,
-        beforeCommit: async () => {
-          await req.beforeCommit?.();
-          if (req.declaredSize !== undefined && received.bytes !== req.declaredSize) {
-            throw new AppError(ErrorCode.SIZE_MISMATCH, `received ${received.bytes} bytes, expected ${req.declaredSize}`);
-          }
-          if (req.expectedSha256 !== undefined && received.sha256 !== req.expectedSha256) {
-            throw new AppError(ErrorCode.CHECKSUM_MISMATCH, `SHA-256 mismatch: received ${received.sha256}, expected ${req.expectedSha256}`, {
-              sha256: received.sha256,
-            });
-          }
-        },
-      });
-      const done = await this.runs.transition(run.run_id, 'succeeded', { size: put.size, sha256: received.sha256 });
+      let release: (() => void) | undefined;
+      const put = await this.storage
+        .put(key, source, {
+          contentType: req.contentType,
+          beforeCommit: async () => {
+            await req.beforeCommit?.();
+            if (req.declaredSize !== undefined && received.bytes !== req.declaredSize) {
+              throw new AppError(ErrorCode.SIZE_MISMATCH, `received ${received.bytes} bytes, expected ${req.declaredSize}`);
+            }
+            if (req.expectedSha256 !== undefined && received.sha256 !== req.expectedSha256) {
+              throw new AppError(ErrorCode.CHECKSUM_MISMATCH, `SHA-256 mismatch: received ${received.sha256}, expected ${req.expectedSha256}`, {
+                sha256: received.sha256,
+              });
+            }
+            release = await this.keyLocks.acquire(key);
+          },
+        })
+        .catch((err: unknown) => {
+          release?.();
+          throw err;
+        });
+      let done: Run;
+      try {
+        done = await this.runs.transition(run.run_id, 'succeeded', {
+          size: put.size,
+          sha256: received.sha256,
+          object: {
+            object_key: key,
+            client: client.name,
+            path,
+            size: put.size,
+            sha256: received.sha256,
+            checksum: received.sha256,
+            checksum_algorithm: 'sha256',
+            chunk_size: null,
+            content_type: req.contentType ?? null,
+          },
+        });
+      } finally {
+        release?.();
+      }
       this.emitFinished(done, 'succeeded');
       return { run_id: run.run_id, s3_key: key, path, size: put.size, sha256: received.sha256 };
     } catch (err) {

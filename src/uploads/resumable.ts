@@ -544,18 +544,50 @@ export class ResumableEngine {
           checksum: composite,
         });
       }
-      if (s.total_chunks === 0) {
-        await this.storage.put(s.object_key, Readable.from([]), { contentType: s.content_type ?? undefined });
-        await this.mp.abort(s.object_key, s.store_upload_id).catch(() => false);
-      } else {
-        await this.mp.complete(
-          s.object_key,
-          s.store_upload_id,
-          ordered.map((p) => ({ partNumber: p.part_number, etag: p.etag, size: p.size })),
-        );
-      }
+      // One publish at a time per key: the object row below follows this publish.
+      const release = await this.pipeline.keyLocks.acquire(s.object_key);
       const sha256 = s.total_chunks === 1 ? (ordered[0] as PartRow).sha256 : null;
       const doneAt = Date.now();
+      try {
+        if (s.total_chunks === 0) {
+          await this.storage.put(s.object_key, Readable.from([]), { contentType: s.content_type ?? undefined });
+          await this.mp.abort(s.object_key, s.store_upload_id).catch(() => false);
+        } else {
+          await this.mp.complete(
+            s.object_key,
+            s.store_upload_id,
+            ordered.map((p) => ({ partNumber: p.part_number, etag: p.etag, size: p.size })),
+          );
+        }
+        const emptySha = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+        try {
+          const run = await this.pipeline.runs.transition(
+            s.run_id,
+            'succeeded',
+            {
+              size: total,
+              sha256,
+              object: {
+                object_key: s.object_key,
+                client: s.client,
+                path: s.path,
+                size: total,
+                sha256: s.total_chunks === 0 ? emptySha : sha256,
+                checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
+                checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
+                chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
+                content_type: s.content_type,
+              },
+            },
+            doneAt,
+          );
+          this.pipeline.emitFinished(run, 'succeeded');
+        } catch (err) {
+          this.opts.logger?.warn({ err, run_id: s.run_id }, 'could not record the completed upload');
+        }
+      } finally {
+        release();
+      }
       await this.db
         .updateTable('upload_sessions')
         .set({
@@ -572,12 +604,6 @@ export class ResumableEngine {
         .where('session_id', '=', s.session_id)
         .execute();
       await this.db.deleteFrom('upload_parts').where('session_id', '=', s.session_id).execute();
-      try {
-        const run = await this.pipeline.runs.transition(s.run_id, 'succeeded', { size: total, sha256 }, doneAt);
-        this.pipeline.emitFinished(run, 'succeeded');
-      } catch (err) {
-        this.opts.logger?.warn({ err, run_id: s.run_id }, 'could not record the completed upload');
-      }
       const done = await this.owned(client, sessionId);
       return this.resultOf(done);
     } catch (err) {

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { type Kysely, type Selectable, sql, type Updateable } from 'kysely';
 import type { WriteBatcher } from '../db/index.js';
-import type { Database, RunKind, RunStatus, RunsTable } from '../db/schema.js';
+import type { Database, ObjectsTable, RunKind, RunStatus, RunsTable } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
 
 export type Run = Selectable<RunsTable>;
+export type StoredObject = Selectable<ObjectsTable>;
 
 /**
  * The lifecycle of spec 001, in one place:
@@ -44,6 +45,11 @@ export interface Finish {
   sha256?: string | null;
   errorCode?: string | null;
   errorMessage?: string | null;
+  /**
+   * On success: the object row of the key, written in the same transaction as
+   * the run (the caller holds the key's publish lock, so rows follow publishes).
+   */
+  object?: Omit<StoredObject, 'run_id' | 'uploaded_at'> | undefined;
 }
 
 export class RunStore {
@@ -104,23 +110,39 @@ export class RunStore {
     const totalMs = sql<number>`(${now} - ${startedAt})`;
     const size = finish.size === undefined || finish.size === null ? sql<number | null>`size` : sql<number>`${finish.size}`;
     const from = sourcesOf(to);
+    const object = to === 'succeeded' ? finish.object : undefined;
+    const update = (db: Kysely<Database>) =>
+      db
+        .updateTable('runs')
+        .set(patch)
+        .$if(to === 'processing', (q) => q.set({ started_at: sql<number>`coalesce(started_at, ${now})` }))
+        .$if(isTerminal(to), (q) => q.set({ total_ms: sql<number>`case when ${totalMs} > 0 then ${totalMs} else 0 end` }))
+        .$if(to === 'succeeded', (q) =>
+          q.set({ bytes_per_sec: sql<number | null>`case when ${totalMs} > 0 then round(${size} * 1000.0 / ${totalMs}) else null end` }),
+        )
+        .where('run_id', '=', runId)
+        .where('status', 'in', from)
+        .returningAll()
+        .executeTakeFirst();
     const updated =
       from.length === 0
         ? undefined
-        : await this.write((db) =>
-            db
-              .updateTable('runs')
-              .set(patch)
-              .$if(to === 'processing', (q) => q.set({ started_at: sql<number>`coalesce(started_at, ${now})` }))
-              .$if(isTerminal(to), (q) => q.set({ total_ms: sql<number>`case when ${totalMs} > 0 then ${totalMs} else 0 end` }))
-              .$if(to === 'succeeded', (q) =>
-                q.set({ bytes_per_sec: sql<number | null>`case when ${totalMs} > 0 then round(${size} * 1000.0 / ${totalMs}) else null end` }),
-              )
-              .where('run_id', '=', runId)
-              .where('status', 'in', from)
-              .returningAll()
-              .executeTakeFirst(),
-          );
+        : await this.write(async (db) => {
+            if (!object) return update(db);
+            const publish = async (trx: Kysely<Database>) => {
+              const run = await update(trx);
+              if (run) {
+                const row: StoredObject = { ...object, run_id: runId, uploaded_at: now };
+                await trx
+                  .insertInto('objects')
+                  .values(row)
+                  .onConflict((oc) => oc.column('object_key').doUpdateSet({ ...row }))
+                  .execute();
+              }
+              return run;
+            };
+            return db.isTransaction ? publish(db) : db.transaction().execute(publish);
+          });
     if (updated) return updated;
     const current = await this.get(runId);
     if (!current) throw new AppError(ErrorCode.NOT_FOUND, `run ${runId} not found`);
@@ -144,17 +166,35 @@ export class RunStore {
       .executeTakeFirst();
   }
 
-  /** Note that the object at `objectKey` was deleted (by the client or the sweeper). */
-  async markDeleted(objectKey: string, now = Date.now()): Promise<number> {
-    const res = await this.write((db) =>
-      db
-        .updateTable('runs')
-        .set({ deleted_at: now, updated_at: now })
-        .where('object_key', '=', objectKey)
-        .where('status', '=', 'succeeded')
-        .where('deleted_at', 'is', null)
-        .executeTakeFirst(),
-    );
-    return Number(res.numUpdatedRows);
+  /** What is stored at a key now: the object row its latest publish wrote. */
+  async objectAt(objectKey: string): Promise<StoredObject | undefined> {
+    return this.db.selectFrom('objects').selectAll().where('object_key', '=', objectKey).executeTakeFirst();
+  }
+
+  /**
+   * Note that the objects at `objectKeys` were deleted (by the client or the
+   * sweeper): their object rows go, their runs get `deleted_at`.
+   */
+  async markDeleted(objectKeys: string | readonly string[], now = Date.now()): Promise<number> {
+    const keys = typeof objectKeys === 'string' ? [objectKeys] : [...objectKeys];
+    let n = 0;
+    for (let i = 0; i < keys.length; i += 500) {
+      const slice = keys.slice(i, i + 500);
+      n += await this.write(async (db) => {
+        const run = async (trx: Kysely<Database>) => {
+          await trx.deleteFrom('objects').where('object_key', 'in', slice).execute();
+          const res = await trx
+            .updateTable('runs')
+            .set({ deleted_at: now, updated_at: now })
+            .where('object_key', 'in', slice)
+            .where('status', '=', 'succeeded')
+            .where('deleted_at', 'is', null)
+            .executeTakeFirst();
+          return Number(res.numUpdatedRows);
+        };
+        return db.isTransaction ? run(db) : db.transaction().execute(run);
+      });
+    }
+    return n;
   }
 }

@@ -39,9 +39,9 @@ export async function objectRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     const { path: rel, key } = ctx.pipeline.keyFor(client, rawPath);
     const info = await ctx.storage.head(key);
     if (!info) return { rel, key, info: undefined, record: undefined };
-    const latest = await ctx.runs.latestAt(key);
+    const row = await ctx.runs.objectAt(key);
     // Only trust the record if it describes the bytes that are there now.
-    const record = latest && latest.size === info.size ? latest : undefined;
+    const record = row && row.size === info.size ? row : undefined;
     return { rel, key, info, record };
   }
 
@@ -64,14 +64,33 @@ export async function objectRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
         if (d.record?.sha256) reply.header('x-s3up-sha256', d.record.sha256);
         return reply.code(200).send();
       }
-      if (!d.info) return { exists: false, path: d.rel, s3_key: d.key, size: null, sha256: null, uploaded_at: null };
+      if (!d.info) {
+        return {
+          exists: false,
+          path: d.rel,
+          s3_key: d.key,
+          size: null,
+          sha256: null,
+          checksum: null,
+          checksum_algorithm: null,
+          chunk_size: null,
+          content_type: null,
+          uploaded_at: null,
+          run_id: null,
+        };
+      }
       return {
         exists: true,
         path: d.rel,
         s3_key: d.key,
         size: d.info.size,
         sha256: d.record?.sha256 ?? null,
-        uploaded_at: new Date(d.record?.finished_at ?? d.info.lastModified.getTime()).toISOString(),
+        checksum: d.record?.checksum ?? null,
+        checksum_algorithm: d.record?.checksum_algorithm ?? null,
+        chunk_size: d.record?.chunk_size ?? null,
+        content_type: d.record?.content_type ?? d.info.contentType ?? null,
+        uploaded_at: new Date(d.record?.uploaded_at ?? d.info.lastModified.getTime()).toISOString(),
+        run_id: d.record?.run_id ?? null,
       };
     },
   );
@@ -83,7 +102,7 @@ export async function objectRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     for (let attempt = 1; ; attempt++) {
       const d = await describe(request, rawPath);
       if (!d.info) throw new AppError(ErrorCode.NOT_FOUND, 'no object at this path');
-      const etag = d.record?.sha256 ? `"${d.record.sha256}"` : d.info.etag;
+      const etag = d.record ? `"${d.record.sha256 ?? d.record.checksum}"` : d.info.etag;
       const size = d.info.size;
       reply.code(200);
       reply.removeHeader('content-range');

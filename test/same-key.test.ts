@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { random, sha256hex } from './helpers/resumable.js';
+import { BACKENDS, startTestServer, type TestServer } from './helpers/server.js';
+
+/**
+ * Uploads racing on one key: whatever wins, the record the gateway serves
+ * (`/exists` sha256, the download's ETag and X-S3up-Sha256) names the bytes
+ * that are stored, never the other upload's.
+ */
+for (const backend of BACKENDS) {
+  describe(`concurrent PUTs to one key (${backend})`, () => {
+    let t: TestServer;
+    before(async () => {
+      t = await startTestServer({ backend });
+    });
+    after(async () => t.stop());
+
+    it('the record always describes the stored bytes', async () => {
+      const rounds = backend === 's3' ? 20 : 80;
+      for (let round = 0; round < rounds; round++) {
+        const bodies = Array.from({ length: 2 + (round % 3) }, () => random(1024 + (round % 7) * 4096));
+        const key = `race/k${round % 4}.bin`;
+        const answers = await Promise.all(
+          bodies.map((b) => fetch(`${t.url}/objects/${key}`, { method: 'PUT', headers: t.auth('alice'), body: b }).then((r) => r.status)),
+        );
+        for (const s of answers) assert.equal(s, 200);
+        const dl = await fetch(`${t.url}/download?path=${key}`, { headers: t.auth('alice') });
+        assert.equal(dl.status, 200);
+        const got = Buffer.from(await dl.arrayBuffer());
+        const sha = sha256hex(got);
+        assert.ok(
+          bodies.some((b) => sha256hex(b) === sha),
+          'the stored object is one of the bodies',
+        );
+        assert.equal(dl.headers.get('etag'), `"${sha}"`, `round ${round}: ETag`);
+        assert.equal(dl.headers.get('x-s3up-sha256'), sha, `round ${round}: X-S3up-Sha256`);
+        const ex = (await (await fetch(`${t.url}/exists?path=${key}`, { headers: t.auth('alice') })).json()) as {
+          sha256: string;
+          checksum: string;
+          checksum_algorithm: string;
+          size: number;
+        };
+        assert.equal(ex.sha256, sha, `round ${round}: /exists sha256`);
+        assert.equal(ex.checksum, sha);
+        assert.equal(ex.checksum_algorithm, 'sha256');
+        assert.equal(ex.size, got.length);
+      }
+    });
+  });
+}
