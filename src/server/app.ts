@@ -6,6 +6,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { Logger } from 'pino';
 import type { ResolvedClient, ResolvedConfig } from '../config/load.js';
 import { type Db, databaseUnavailable } from '../db/index.js';
+import type { RunKind } from '../db/schema.js';
 import { AppError, type ErrorBody, ErrorCode, isAppError } from '../errors.js';
 import type { FlagStore } from '../flags/store.js';
 import type { Metrics } from '../metrics/index.js';
@@ -47,6 +48,8 @@ declare module 'fastify' {
     auth?: AuthMode;
     /** Upload routes: refuse a declared body over the client's limit (plus this slack) before reading it. */
     uploadSlack?: number;
+    /** Upload routes: the kind of run a refused upload is recorded as. */
+    uploadKind?: RunKind;
   }
 }
 
@@ -182,9 +185,17 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     if (slack !== undefined) {
       const len = request.headers['content-length'];
       if (len !== undefined && Number(len) > request.client.maxFileSize + slack) {
-        throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the request body (${len} bytes) exceeds this client's limit of ${request.client.maxFileSize} bytes`, {
-          limit: request.client.maxFileSize,
-        });
+        const refusal = new AppError(
+          ErrorCode.PAYLOAD_TOO_LARGE,
+          `the request body (${len} bytes) exceeds this client's limit of ${request.client.maxFileSize} bytes`,
+          { limit: request.client.maxFileSize },
+        );
+        // Recorded like every other authenticated attempt (the refusal carries its run_id).
+        const kind = request.routeOptions.config.uploadKind;
+        if (kind === undefined) throw refusal;
+        const params = request.params as { '*'?: string } | undefined;
+        const query = request.query as { path?: unknown } | undefined;
+        throw await ctx.pipeline.refuse(request.client, { kind, path: params?.['*'] ?? query?.path ?? '', size: Number(len) }, refusal);
       }
     }
   });

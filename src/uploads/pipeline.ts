@@ -97,6 +97,55 @@ export class UploadPipeline {
     }
   }
 
+  /**
+   * Every authenticated attempt gets a run: one refused before it started
+   * (invalid path, declared size over the limit, invalid size or content type)
+   * is recorded as failed, and the refusal carries its run_id. When the record
+   * cannot be written (database down) the refusal still reaches the client.
+   */
+  async refuse(
+    client: ResolvedClient,
+    attempt: { kind: RunKind; path: unknown; size?: number | undefined; contentType?: unknown },
+    err: AppError,
+  ): Promise<AppError> {
+    let path = typeof attempt.path === 'string' ? attempt.path : '';
+    // The path may be the reason for the refusal: keep it readable, bounded and free of control bytes.
+    path = path.replace(/[\u0000-\u001f\u007f]/g, '\ufffd').slice(0, 1024);
+    let key = '';
+    try {
+      key = this.keyFor(client, attempt.path).key;
+    } catch {
+      key = '';
+    }
+    try {
+      const run = await this.runs.refused(
+        {
+          client: client.name,
+          kind: attempt.kind,
+          path,
+          objectKey: key,
+          size: attempt.size !== undefined && Number.isSafeInteger(attempt.size) ? attempt.size : null,
+          contentType: null,
+        },
+        { code: err.code, message: err.message },
+      );
+      this.emitFinished(run, 'failed', err.code);
+      return new AppError(err.code, err.message, { ...err.details, run_id: run.run_id }, { cause: err.cause });
+    } catch {
+      return err;
+    }
+  }
+
+  /** Run `check` (admission); a refusal it throws is recorded (see `refuse`). */
+  async admit<T>(client: ResolvedClient, attempt: { kind: RunKind; path: unknown; size?: number | undefined }, check: () => T): Promise<T> {
+    try {
+      return check();
+    } catch (err) {
+      if (!isAppError(err)) throw err;
+      throw await this.refuse(client, attempt, err);
+    }
+  }
+
   emitStarted(kind: RunKind, client: string): void {
     for (const o of this.observers) o.started?.(kind, client);
   }
@@ -125,8 +174,11 @@ export class UploadPipeline {
 
   async ingest(req: IngestRequest): Promise<IngestResult> {
     const { client } = req;
-    const { path, key } = this.keyFor(client, req.path);
-    this.checkDeclaredSize(client, req.declaredSize);
+    const { path, key } = await this.admit(client, { kind: req.kind, path: req.path, size: req.declaredSize }, () => {
+      const resolved = this.keyFor(client, req.path);
+      this.checkDeclaredSize(client, req.declaredSize);
+      return resolved;
+    });
 
     const small = req.declaredSize !== undefined && req.declaredSize <= SMALL_BODY_MAX;
     const runCreated = req.queuedRun

@@ -248,11 +248,13 @@ export class ResumableEngine {
   }
 
   async init(client: ResolvedClient, req: InitRequest, now = Date.now()): Promise<Session> {
-    const { path, key } = this.pipeline.keyFor(client, req.path);
-    if (!Number.isSafeInteger(req.fileSize) || req.fileSize < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'file_size must be a non-negative integer');
-    this.pipeline.checkDeclaredSize(client, req.fileSize);
-    const chunkSize = this.negotiateChunkSize(req.fileSize, req.preferredChunkSize);
-    const totalChunks = totalChunksFor(req.fileSize, chunkSize);
+    const { path, key, chunkSize, totalChunks } = await this.pipeline.admit(client, { kind: req.protocol, path: req.path, size: req.fileSize }, () => {
+      const resolved = this.pipeline.keyFor(client, req.path);
+      if (!Number.isSafeInteger(req.fileSize) || req.fileSize < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'file_size must be a non-negative integer');
+      this.pipeline.checkDeclaredSize(client, req.fileSize);
+      const chunkSize = this.negotiateChunkSize(req.fileSize, req.preferredChunkSize);
+      return { ...resolved, chunkSize, totalChunks: totalChunksFor(req.fileSize, chunkSize) };
+    });
     let declared: string | null = null;
     if (req.checksum !== undefined && req.checksum !== '') {
       const c = parseComposite(req.checksum);

@@ -89,6 +89,33 @@ export class RunStore {
     return run;
   }
 
+  /** Record an attempt refused at admission: a run that is failed from the start. */
+  async refused(input: Omit<NewRun, 'status'>, error: { code: string; message: string }, now = Date.now()): Promise<Run> {
+    const run: Run = {
+      run_id: randomUUID(),
+      client: input.client,
+      kind: input.kind,
+      status: 'failed',
+      path: input.path,
+      object_key: input.objectKey,
+      size: input.size ?? null,
+      sha256: null,
+      content_type: input.contentType ?? null,
+      filename: input.filename ?? null,
+      error_code: error.code,
+      error_message: error.message,
+      created_at: now,
+      updated_at: now,
+      started_at: null,
+      finished_at: now,
+      total_ms: 0,
+      bytes_per_sec: null,
+      deleted_at: null,
+    };
+    await this.write((db) => db.insertInto('runs').values(run).execute());
+    return run;
+  }
+
   async get(runId: string): Promise<Run | undefined> {
     return this.db.selectFrom('runs').selectAll().where('run_id', '=', runId).executeTakeFirst();
   }

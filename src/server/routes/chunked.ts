@@ -49,7 +49,8 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
           properties: {
             path: { type: 'string' },
             file_name: { type: 'string' },
-            file_size: { type: 'integer', minimum: 0 },
+            // Any JSON value: the engine validates it, so an invalid size is a recorded refusal.
+            file_size: {},
             content_type: { type: 'string' },
             checksum: { type: 'string' },
             chunk_size: { type: 'integer', minimum: 1 },
@@ -62,10 +63,12 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
       const client = requireClient(request);
       const body = (request.body ?? {}) as InitBody;
       const path = body.path ?? body.file_name;
-      if (path === undefined) throw new AppError(ErrorCode.PATH_REQUIRED, 'path is required');
+      if (path === undefined) {
+        throw await engine.pipeline.refuse(client, { kind: 'chunked', path: '' }, new AppError(ErrorCode.PATH_REQUIRED, 'path is required'));
+      }
       const s = await engine.init(client, {
         path,
-        fileSize: Number(body.file_size),
+        fileSize: typeof body.file_size === 'number' ? body.file_size : Number.NaN,
         contentType: typeof body.content_type === 'string' && body.content_type !== '' ? body.content_type : undefined,
         checksum: typeof body.checksum === 'string' ? body.checksum : undefined,
         preferredChunkSize: typeof body.chunk_size === 'number' ? body.chunk_size : undefined,

@@ -75,7 +75,7 @@ export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     scope.post(
       '/runs/upload',
       {
-        config: { auth: 'client', uploadSlack: MULTIPART_SLACK },
+        config: { auth: 'client', uploadSlack: MULTIPART_SLACK, uploadKind: 'direct' },
         schema: { summary: 'Filesystem direct upload: multipart with the signed "key", then "file"' },
       },
       async (request) => {

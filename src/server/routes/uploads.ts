@@ -132,7 +132,7 @@ export async function uploadRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     scope.post(
       '/upload',
       {
-        config: { auth: 'client', uploadSlack: MULTIPART_SLACK },
+        config: { auth: 'client', uploadSlack: MULTIPART_SLACK, uploadKind: 'multipart' },
         schema: {
           summary: 'Upload one file (multipart/form-data: path, optional sha256, then file)',
           querystring: { type: 'object', properties: { path: { type: 'string' } } },
@@ -160,7 +160,7 @@ export async function uploadRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     scope.put(
       '/objects/*',
       {
-        config: { auth: 'client', uploadSlack: 0 },
+        config: { auth: 'client', uploadSlack: 0, uploadKind: 'raw' },
         schema: { summary: 'Upload one file as the raw request body', response: uploadResponseSchema },
       },
       async (request) => {
