@@ -186,6 +186,20 @@ const migrations: Record<string, Migration> = {
       await db.schema.dropTable('objects').execute();
     },
   },
+  // A chunk is claimed before it is written, so two requests never write one part at once.
+  '0005_part_claims': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .alterTable('upload_parts')
+        .addColumn('state', 'text', (c) => c.notNull().defaultTo('stored'))
+        .execute();
+      await db.schema.alterTable('upload_parts').addColumn('claimed_at', 'bigint').execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable('upload_parts').dropColumn('claimed_at').execute();
+      await db.schema.alterTable('upload_parts').dropColumn('state').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -108,6 +108,9 @@ export interface UploadPartsTable {
   sha256: string;
   etag: string;
   created_at: Millis;
+  /** 'writing' while one request holds the chunk (claimed_at), 'stored' once its bytes are in the store. */
+  state: 'writing' | 'stored';
+  claimed_at: Millis | null;
 }
 
 /** POST /telemetry events (spec 000). */

@@ -22,6 +22,8 @@ export const MAX_PART = 5 * 1024 * MiB;
 export const MAX_CLEANUP_ATTEMPTS = 20;
 /** Finished sessions are kept this long (idempotent complete, status), then deleted. */
 export const FINISHED_RETENTION_MS = 7 * 24 * 3600 * 1000;
+/** A chunk claim older than this was left by a request that died; another request may take it over. */
+export const STALE_CLAIM_MS = 10 * 60 * 1000;
 
 export const COMPOSITE_ALGORITHM = 'sha256-of-sha256s';
 
@@ -348,7 +350,8 @@ export class ResumableEngine {
   }
 
   async parts(sessionId: string): Promise<PartRow[]> {
-    return this.db.selectFrom('upload_parts').selectAll().where('session_id', '=', sessionId).orderBy('part_number').execute();
+    // Only stored parts count: a chunk still being written is missing until it is done.
+    return this.db.selectFrom('upload_parts').selectAll().where('session_id', '=', sessionId).where('state', '=', 'stored').orderBy('part_number').execute();
   }
 
   /**
@@ -390,6 +393,19 @@ export class ResumableEngine {
       await pipeline(body, new Writable({ write: (_c, _e, cb) => cb() }));
       return { chunk_number: partNumber, status: 'duplicate', md5: existing.md5, sha256: existing.sha256, size };
     }
+    // Claim the chunk before writing a byte: of two requests sending the same
+    // chunk at once, one writes and the other is told to retry, so the store
+    // never holds a mix of two bodies and the part row names what was written.
+    if (!(await this.claimPart(s.session_id, partNumber, size, existing, now))) {
+      throw new AppError(ErrorCode.CONFLICT, `chunk ${partNumber} is being received by another request; retry when it is done`, {
+        chunk_number: partNumber,
+      });
+    }
+    const current = await this.find(client.name, s.session_id);
+    if (!current || current.status !== 'active') {
+      await this.dropPart(s.session_id, partNumber);
+      throw new AppError(ErrorCode.CONFLICT, 'the upload changed state while the chunk arrived; check its status', { chunk_number: partNumber });
+    }
     const hasher = new PartHasher(size, opts.md5 !== undefined);
     const abort = new AbortController();
     // A body that fails midway (client gone, wrong length) cancels the store request at once.
@@ -408,19 +424,19 @@ export class ResumableEngine {
       const cause = bodyError ?? err;
       body.destroy();
       hasher.destroy();
-      if (existing) await this.dropPart(s.session_id, partNumber);
+      await this.dropPart(s.session_id, partNumber);
       throw abortedOr(cause);
     }
     if (opts.md5 !== undefined && hasher.md5 !== opts.md5) {
       // The store now holds bytes we do not vouch for: forget any earlier copy, so the chunk shows as missing.
-      if (existing) await this.dropPart(s.session_id, partNumber);
+      await this.dropPart(s.session_id, partNumber);
       throw new AppError(ErrorCode.CHECKSUM_MISMATCH, `chunk ${partNumber}: MD5 mismatch (received ${hasher.md5}, expected ${opts.md5})`, {
         chunk_number: partNumber,
         md5: hasher.md5,
       });
     }
     if (opts.sha256 !== undefined && hasher.sha256 !== opts.sha256) {
-      if (existing) await this.dropPart(s.session_id, partNumber);
+      await this.dropPart(s.session_id, partNumber);
       throw new AppError(ErrorCode.CHECKSUM_MISMATCH, `chunk ${partNumber}: SHA-256 mismatch (received ${hasher.sha256}, expected ${opts.sha256})`, {
         chunk_number: partNumber,
         sha256: hasher.sha256,
@@ -428,12 +444,37 @@ export class ResumableEngine {
     }
     const storeMd5 = md5Etag(stored.etag);
     if (this.storage.kind === 's3' && hasher.md5 !== '' && storeMd5 !== undefined && storeMd5 !== hasher.md5) {
-      if (existing) await this.dropPart(s.session_id, partNumber);
+      await this.dropPart(s.session_id, partNumber);
       throw new AppError(ErrorCode.STORAGE_ERROR, `chunk ${partNumber}: the store acknowledged different bytes (ETag ${storeMd5})`);
     }
     await this.recordParts(s.session_id, [{ part_number: partNumber, size, md5: hasher.md5, sha256: hasher.sha256, etag: stored.etag }], now);
     const status = existing ? (existing.sha256 === hasher.sha256 ? 'duplicate' : 'replaced') : 'received';
     return { chunk_number: partNumber, status, md5: hasher.md5, sha256: hasher.sha256, size };
+  }
+
+  /**
+   * Take the right to write one chunk: a new row in state 'writing', or a
+   * stored row moved to 'writing'. A claim whose request died without
+   * releasing it (a gateway killed mid-chunk) is taken over once it is
+   * STALE_CLAIM_MS old. Resolves false when another request holds it.
+   */
+  private async claimPart(sessionId: string, partNumber: number, size: number, existing: PartRow | undefined, now: number): Promise<boolean> {
+    if (!existing) {
+      const res = await this.db
+        .insertInto('upload_parts')
+        .values({ session_id: sessionId, part_number: partNumber, size, md5: '', sha256: '', etag: '', created_at: now, state: 'writing', claimed_at: now })
+        .onConflict((oc) => oc.columns(['session_id', 'part_number']).doNothing())
+        .executeTakeFirst();
+      if (Number(res.numInsertedOrUpdatedRows ?? 0) === 1) return true;
+    }
+    const res = await this.db
+      .updateTable('upload_parts')
+      .set({ state: 'writing', claimed_at: now })
+      .where('session_id', '=', sessionId)
+      .where('part_number', '=', partNumber)
+      .where((eb) => eb.or([eb('state', '=', 'stored'), eb('claimed_at', '<', now - STALE_CLAIM_MS)]))
+      .executeTakeFirst();
+    return Number(res.numUpdatedRows) === 1;
   }
 
   private async dropPart(sessionId: string, partNumber: number): Promise<void> {
@@ -449,9 +490,11 @@ export class ResumableEngine {
     for (const p of parts) {
       await trx
         .insertInto('upload_parts')
-        .values({ session_id: sessionId, ...p, created_at: now })
+        .values({ session_id: sessionId, ...p, created_at: now, state: 'stored', claimed_at: null })
         .onConflict((oc) =>
-          oc.columns(['session_id', 'part_number']).doUpdateSet({ size: p.size, md5: p.md5, sha256: p.sha256, etag: p.etag, created_at: now }),
+          oc
+            .columns(['session_id', 'part_number'])
+            .doUpdateSet({ size: p.size, md5: p.md5, sha256: p.sha256, etag: p.etag, created_at: now, state: 'stored', claimed_at: null }),
         )
         .execute();
     }
