@@ -44,7 +44,12 @@ export class Metrics implements SweeperMetrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
       registers,
     });
-    this.inFlight = new Gauge({ name: 's3up_uploads_in_flight', help: 'Uploads currently streaming', labelNames: ['client', 'kind'], registers });
+    this.inFlight = new Gauge({
+      name: 's3up_uploads_in_flight',
+      help: 'Upload requests whose bytes are arriving (whole files, chunks, tus PATCHes)',
+      labelNames: ['client', 'kind'],
+      registers,
+    });
     this.errors = new Counter({ name: 's3up_errors_total', help: 'Error responses by stable error code', labelNames: ['code'], registers });
     this.httpDuration = new Histogram({
       name: 's3up_http_request_duration_seconds',
@@ -83,8 +88,10 @@ export class Metrics implements SweeperMetrics {
       started: (kind: RunKind, client: string) => {
         this.inFlight.inc({ client, kind });
       },
+      ended: (kind: RunKind, client: string) => {
+        this.inFlight.dec({ client, kind });
+      },
       finished: (run: Run, outcome: 'succeeded' | 'failed') => {
-        this.inFlight.dec({ client: run.client, kind: run.kind });
         this.uploads.inc({ client: run.client, kind: run.kind, status: outcome });
         if (outcome === 'succeeded' && run.size !== null) this.uploadBytes.inc({ client: run.client, kind: run.kind }, run.size);
         if (run.total_ms !== null) this.uploadDuration.observe({ kind: run.kind, status: outcome }, run.total_ms / 1000);

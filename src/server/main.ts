@@ -48,7 +48,7 @@ async function migrateRacing(db: Parameters<typeof migrate>[0], attempts = 5): P
   }
 }
 
-/** Counts uploads between the pipeline's started and finished events. */
+/** Counts upload requests whose bytes are arriving (the pipeline's started and ended events); shutdown waits for them. */
 class InFlight {
   count = 0;
   private waiters: Array<() => void> = [];
@@ -58,7 +58,7 @@ class InFlight {
       started: () => {
         this.count++;
       },
-      finished: () => {
+      ended: () => {
         this.count = Math.max(0, this.count - 1);
         if (this.count === 0) for (const w of this.waiters.splice(0)) w();
       },

@@ -144,7 +144,6 @@ export class DirectUploads {
       },
       now,
     );
-    this.pipeline.emitStarted('direct', client.name);
     const presign = this.pipeline.storage.presign;
     if (this.pipeline.storage.kind === 's3' && presign) {
       const signed = await presign.presignPut(key, { size, contentType, expiresInSeconds: ttl });

@@ -59,7 +59,11 @@ export interface IngestResult {
 
 /** Hooks for metrics and logs; the pipeline does not depend on what listens. */
 export interface UploadObserver {
+  /** A request began sending upload bytes (a whole file, a chunk, a tus PATCH). */
   started?(kind: RunKind, client: string): void;
+  /** That request's bytes stopped (stored, refused or cut): paired with `started`. */
+  ended?(kind: RunKind, client: string): void;
+  /** A run settled. */
   finished?(run: Run, outcome: 'succeeded' | 'failed', errorCode?: string): void;
 }
 
@@ -146,8 +150,15 @@ export class UploadPipeline {
     }
   }
 
-  emitStarted(kind: RunKind, client: string): void {
+  /** Count a request whose body is arriving (shutdown waits for these; the in-flight gauge shows them); call the result when it ends. */
+  bodyStarted(kind: RunKind, client: string): () => void {
     for (const o of this.observers) o.started?.(kind, client);
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      for (const o of this.observers) o.ended?.(kind, client);
+    };
   }
 
   emitFinished(run: Run, outcome: 'succeeded' | 'failed', errorCode?: string): void {
@@ -199,7 +210,7 @@ export class UploadPipeline {
     smallBody?.catch(() => {});
     // No record, no upload (database down: the error handler answers 503).
     const run = await runCreated;
-    if (!req.queuedRun) this.emitStarted(req.kind, client.name);
+    const ended = this.bodyStarted(req.kind, client.name);
 
     try {
       let source: Readable | Buffer;
@@ -262,6 +273,8 @@ export class UploadPipeline {
       const reported = abortedAs(err, req.body);
       req.body.destroy();
       throw await this.fail(run, reported);
+    } finally {
+      ended();
     }
   }
 }

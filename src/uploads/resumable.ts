@@ -318,7 +318,6 @@ export class ResumableEngine {
       completed_at: null,
     };
     await this.db.insertInto('upload_sessions').values(session).execute();
-    this.pipeline.emitStarted(req.protocol, client.name);
     return session;
   }
 
@@ -360,7 +359,16 @@ export class ResumableEngine {
    * writes in place). A chunk whose MD5 does not match is refused and not
    * recorded; the same chunk sent again with the same MD5 is accepted.
    */
-  async putPart(
+  async putPart(...args: Parameters<ResumableEngine['receivePart']>): ReturnType<ResumableEngine['receivePart']> {
+    const ended = this.pipeline.bodyStarted('chunked', args[0].name);
+    try {
+      return await this.receivePart(...args);
+    } finally {
+      ended();
+    }
+  }
+
+  private async receivePart(
     client: ResolvedClient,
     sessionId: string,
     partNumber: number,
@@ -807,6 +815,15 @@ export class ResumableEngine {
    * body passed its Upload-Checksum when one was sent.
    */
   async tusWrite(client: ResolvedClient, sessionId: string, offset: number, body: Readable, checksum?: BodyChecksum): Promise<number> {
+    const ended = this.pipeline.bodyStarted('tus', client.name);
+    try {
+      return await this.receiveTus(client, sessionId, offset, body, checksum);
+    } finally {
+      ended();
+    }
+  }
+
+  private async receiveTus(client: ResolvedClient, sessionId: string, offset: number, body: Readable, checksum?: BodyChecksum): Promise<number> {
     const now = Date.now();
     const s = await this.owned(client, sessionId);
     this.assertWritable(s, now);
