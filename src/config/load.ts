@@ -104,6 +104,7 @@ const ENV_OVERRIDES: Array<[env: string, keyPath: string[]]> = [
   ['ADMIN_TOKEN', ['admin', 'token']],
   ['UPLOAD_SESSION_TTL_HOURS', ['uploads', 'session_ttl_hours']],
   ['UPLOAD_SWEEP_INTERVAL_SECONDS', ['uploads', 'sweep_interval_seconds']],
+  ['UPLOAD_HEARTBEAT_SECONDS', ['uploads', 'heartbeat_seconds']],
   ['DIRECT_UPLOAD_TTL_SECONDS', ['uploads', 'direct_url_ttl_seconds']],
   ['DIRECT_UPLOAD_SECRET', ['uploads', 'direct_signing_secret']],
   ['RUNS_TTL_DAYS', ['retention', 'ttl_days']],

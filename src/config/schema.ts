@@ -113,7 +113,7 @@ export const configSchema = z
       .default({ token: '' })
       .refine((a) => a.token === '' || a.token.length >= 16, { message: 'token must be at least 16 characters' }),
     clients: z.array(clientSchema).default([]),
-    /** Resumable (chunked, tus) and direct uploads (issue 3). */
+    /** Resumable (chunked, tus) and direct uploads. */
     uploads: z
       .object({
         /** Unfinished chunked/tus sessions expire after this many hours. */
@@ -128,9 +128,11 @@ export const configSchema = z
         direct_url_ttl_seconds: z.coerce.number().int().positive().default(900),
         /** HMAC secret for filesystem form keys; empty: generated once and kept in the storage root. */
         direct_signing_secret: z.string().default(''),
+        /** Each gateway proves it is alive this often; the uploads of one silent for 3 intervals are settled by the sweeper. */
+        heartbeat_seconds: z.coerce.number().positive().max(3600).default(10),
       })
       .strict()
-      .default({ session_ttl_hours: 24, sweep_interval_seconds: 60, direct_url_ttl_seconds: 900, direct_signing_secret: '' })
+      .default({ session_ttl_hours: 24, sweep_interval_seconds: 60, direct_url_ttl_seconds: 900, direct_signing_secret: '', heartbeat_seconds: 10 })
       .refine((u) => u.direct_signing_secret === '' || u.direct_signing_secret.length >= 32, {
         message: 'direct_signing_secret must be at least 32 characters',
       }),

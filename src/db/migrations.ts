@@ -200,6 +200,18 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('upload_parts').dropColumn('state').execute();
     },
   },
+  // Open runs know who streams them and when they lapse, so a crash or an unused
+  // direct key never leaves a run open for good.
+  '0006_run_owners': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('runs').addColumn('owner', 'text').execute();
+      await db.schema.alterTable('runs').addColumn('expires_at', 'bigint').execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.alterTable('runs').dropColumn('expires_at').execute();
+      await db.schema.alterTable('runs').dropColumn('owner').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -29,6 +29,10 @@ export interface RunsTable {
   total_ms: number | null;
   bytes_per_sec: number | null;
   deleted_at: Millis | null;
+  /** The gateway instance streaming this run's bytes (its heartbeat row says whether it lives). */
+  owner: string | null;
+  /** An open run not settled by then is settled by the sweeper (direct uploads: the URL's expiry). */
+  expires_at: Millis | null;
 }
 
 /** A small table that /ready writes to, to prove the database takes writes. */

@@ -16,12 +16,13 @@ import { expiredSessionsTask } from '../retention/tasks.js';
 import type { RunQuery } from '../runs/query.js';
 import type { StorageBackend } from '../storage/types.js';
 import type { UploadPipeline } from '../uploads/pipeline.js';
+import { orphanedRunsTask } from '../uploads/orphans.js';
 import { ResumableEngine } from '../uploads/resumable.js';
 import type { RunStore } from '../uploads/runs.js';
 import { authenticate, secretEquals } from './auth.js';
 import { chunkedRoutes } from './routes/chunked.js';
 import { clientRoutes } from './routes/clients.js';
-import { directRoutes } from './routes/direct.js';
+import { directRoutes, directUploads } from './routes/direct.js';
 import { flagRoutes } from './routes/flags.js';
 import { healthRoutes } from './routes/health.js';
 import { objectRoutes } from './routes/objects.js';
@@ -242,6 +243,14 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   app.decorate('resumable', resumable);
   // Also a task of the retention sweeper (issue 4), so `s3up-server sweep` and its report include it.
   ctx.sweeper.addTask(expiredSessionsTask(resumable));
+  ctx.sweeper.addTask(
+    orphanedRunsTask({
+      pipeline: ctx.pipeline,
+      direct: directUploads(ctx),
+      clients: config.clients,
+      heartbeatMs: config.raw.uploads.heartbeat_seconds * 1000,
+    }),
+  );
   app.addHook('onClose', async () => resumable.stop());
   await app.register(chunkedRoutes, { ctx, engine: resumable });
   await app.register(tusRoutes, { ctx, engine: resumable });

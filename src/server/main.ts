@@ -3,12 +3,13 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { ResolvedConfig } from '../config/load.js';
-import { migrate, openDatabase, redactUrl, WriteBatcher } from '../db/index.js';
+import { checkWritable, migrate, openDatabase, redactUrl, WriteBatcher } from '../db/index.js';
 import { FlagStore } from '../flags/store.js';
 import { Metrics } from '../metrics/index.js';
 import { ReportStore } from '../reports/store.js';
 import { createSweeper } from '../retention/index.js';
 import { RunQuery } from '../runs/query.js';
+import { FsStorage } from '../storage/fs.js';
 import { openStorage } from '../storage/index.js';
 import { type UploadObserver, UploadPipeline } from '../uploads/pipeline.js';
 import { RunStore } from '../uploads/runs.js';
@@ -107,6 +108,10 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
     const runs = new RunStore(db.db, db.dialect === 'sqlite' ? new WriteBatcher(db.db) : undefined);
     const pipeline = new UploadPipeline(storage, runs, config.storage.pathPrefix);
     const instanceId = randomUUID();
+    pipeline.owner = instanceId;
+    if (storage instanceof FsStorage) storage.owner = instanceId;
+    // This gateway's heartbeat: the sweeper of any gateway settles the open runs of one that went silent.
+    await checkWritable(db.db, instanceId);
     const metrics = new Metrics();
     pipeline.observe(metrics.uploadObserver());
     pipeline.observe(uploads.observer());
@@ -140,6 +145,10 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
   const started = app;
   const store = storage;
   sweeper.start();
+  const heartbeat = setInterval(() => {
+    checkWritable(db.db, ctx.instanceId).catch((err: unknown) => logger.warn({ err }, 'heartbeat not written (database unavailable?)'));
+  }, config.raw.uploads.heartbeat_seconds * 1000);
+  heartbeat.unref();
   const addr = started.server.address() as AddressInfo;
   const scheme = config.tls ? 'https' : 'http';
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -153,6 +162,7 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
   const close = (graceMs = config.shutdownGraceMs): Promise<void> => {
     closed ??= (async () => {
       ctx.closing.value = true;
+      clearInterval(heartbeat);
       const force = setTimeout(() => {
         logger.warn({ graceMs }, 'grace period over: closing remaining connections');
         started.server.closeAllConnections();

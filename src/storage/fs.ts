@@ -132,7 +132,7 @@ export class FsStorage implements StorageBackend {
   }
 
   tempPath(): string {
-    return path.join(this.tmpDir, `${randomUUID()}.part`);
+    return path.join(this.tmpDir, `${this.owner}.${randomUUID()}.part`);
   }
 
   async put(key: string, body: Readable | Buffer, opts: PutOptions = {}): Promise<PutResult> {
@@ -442,6 +442,28 @@ export class FsStorage implements StorageBackend {
     } catch (err) {
       throw storageError(err, 'write probe');
     }
+  }
+
+  /**
+   * The gateway instance writing this store's temp files (their names start
+   * with it), so the temp files of a gateway that died can be told apart.
+   */
+  owner = 'gw';
+
+  /** Remove the temp files of streamed uploads whose gateway is not in `alive` (it was killed mid-upload). */
+  async removeTempsOfDead(alive: ReadonlySet<string>): Promise<number> {
+    let n = 0;
+    for (const name of await readdir(this.tmpDir)) {
+      const m = /^([^.]+)\.[0-9a-f-]{36}\.part$/.exec(name);
+      if (!m || alive.has(m[1] as string)) continue;
+      try {
+        await unlink(path.join(this.tmpDir, name));
+        n++;
+      } catch {
+        // raced with another cleaner
+      }
+    }
+    return n;
   }
 
   private async removeStaleTemps(): Promise<void> {

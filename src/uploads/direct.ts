@@ -138,6 +138,7 @@ export class DirectUploads {
         path: rel,
         objectKey: key,
         status: 'queued',
+        expiresAt,
         size: size ?? null,
         contentType,
         filename: rel.split('/').pop() ?? null,
@@ -233,7 +234,7 @@ export class DirectUploads {
     return run;
   }
 
-  private async settle(run: Run, reported: number | null, limit: number): Promise<{ outcome: string; run: Run }> {
+  async settle(run: Run, reported: number | null, limit: number): Promise<{ outcome: string; run: Run }> {
     const info = await this.pipeline.storage.head(run.object_key);
     const expected = run.status === 'succeeded' ? run.size : (run.size ?? reported);
     let outcome: string;
@@ -291,6 +292,22 @@ export class DirectUploads {
     }
     this.pipeline.emitFinished(ok, 'succeeded');
     return { outcome, run: ok };
+  }
+
+  /**
+   * A direct upload whose URL expired without an upload_complete: settled from
+   * what the store holds (an object within the limits succeeds, with its
+   * checksum; none fails the run as expired unused).
+   */
+  async settleLapsed(run: Run, limit: number): Promise<Run> {
+    const info = await this.pipeline.storage.head(run.object_key);
+    if (!info) {
+      const err = new AppError(ErrorCode.UPLOAD_KEY_EXPIRED, 'the direct upload URL expired and nothing was uploaded');
+      const failed = await this.pipeline.runs.transition(run.run_id, 'failed', { errorCode: err.code, errorMessage: err.message });
+      this.pipeline.emitFinished(failed, 'failed', err.code);
+      return failed;
+    }
+    return (await this.settle(run, null, limit)).run;
   }
 
   async list(client: ResolvedClient, opts: { limit?: number; event?: string | undefined; before?: number | undefined }): Promise<TelemetryEvent[]> {

@@ -75,6 +75,8 @@ export interface UploadObserver {
  */
 export class UploadPipeline {
   private readonly observers: UploadObserver[] = [];
+  /** The gateway instance streaming this pipeline's uploads (recorded on their runs; see RunStore.orphans). */
+  owner: string | null = null;
   /** Publishes of one key, one at a time (with their object rows). */
   readonly keyLocks = new KeyLocks();
 
@@ -193,13 +195,14 @@ export class UploadPipeline {
 
     const small = req.declaredSize !== undefined && req.declaredSize <= SMALL_BODY_MAX;
     const runCreated = req.queuedRun
-      ? this.runs.transition(req.queuedRun.run_id, 'processing')
+      ? this.runs.transition(req.queuedRun.run_id, 'processing', { owner: this.owner })
       : this.runs.create({
           client: client.name,
           kind: req.kind,
           path,
           objectKey: key,
           status: 'processing',
+          owner: this.owner,
           size: req.declaredSize ?? null,
           contentType: req.contentType ?? null,
           filename: req.filename ?? null,

@@ -38,6 +38,10 @@ export interface NewRun {
   size?: number | null;
   contentType?: string | null;
   filename?: string | null;
+  /** The gateway instance streaming the bytes (processing runs of plain uploads). */
+  owner?: string | null;
+  /** When an open run lapses (direct uploads: the URL's expiry). */
+  expiresAt?: number | null;
 }
 
 export interface Finish {
@@ -45,6 +49,8 @@ export interface Finish {
   sha256?: string | null;
   errorCode?: string | null;
   errorMessage?: string | null;
+  /** Moving to processing: the gateway instance that streams the bytes. */
+  owner?: string | null;
   /**
    * On success: the object row of the key, written in the same transaction as
    * the run (the caller holds the key's publish lock, so rows follow publishes).
@@ -84,6 +90,8 @@ export class RunStore {
       total_ms: null,
       bytes_per_sec: null,
       deleted_at: null,
+      owner: input.owner ?? null,
+      expires_at: input.expiresAt ?? null,
     };
     await this.write((db) => db.insertInto('runs').values(run).execute());
     return run;
@@ -111,6 +119,8 @@ export class RunStore {
       total_ms: 0,
       bytes_per_sec: null,
       deleted_at: null,
+      owner: null,
+      expires_at: null,
     };
     await this.write((db) => db.insertInto('runs').values(run).execute());
     return run;
@@ -132,6 +142,7 @@ export class RunStore {
     if (finish.sha256 !== undefined) patch.sha256 = finish.sha256;
     if (finish.errorCode !== undefined) patch.error_code = finish.errorCode;
     if (finish.errorMessage !== undefined) patch.error_message = finish.errorMessage;
+    if (finish.owner !== undefined) patch.owner = finish.owner;
     if (isTerminal(to)) patch.finished_at = now;
     const startedAt = sql<number>`coalesce(started_at, created_at)`;
     const totalMs = sql<number>`(${now} - ${startedAt})`;
@@ -191,6 +202,43 @@ export class RunStore {
       .orderBy('finished_at', 'desc')
       .limit(1)
       .executeTakeFirst();
+  }
+
+  /**
+   * Open runs nobody will finish: plain uploads whose gateway stopped
+   * heartbeating before `aliveSince` (killed, crashed), and queued direct
+   * uploads whose URL lapsed before `now`.
+   */
+  async orphans(aliveSince: number, now: number, limit = 500): Promise<Run[]> {
+    const streaming = await this.db
+      .selectFrom('runs')
+      .selectAll()
+      .where('status', '=', 'processing')
+      .where('kind', 'in', ['raw', 'multipart', 'direct'])
+      .where((eb) =>
+        eb.or([
+          eb('owner', 'is', null),
+          eb.not(eb.exists(eb.selectFrom('heartbeat').select('id').whereRef('heartbeat.id', '=', 'runs.owner').where('heartbeat.at', '>=', aliveSince))),
+        ]),
+      )
+      .where('updated_at', '<', aliveSince)
+      .limit(limit)
+      .execute();
+    const lapsed = await this.db
+      .selectFrom('runs')
+      .selectAll()
+      .where('status', '=', 'queued')
+      .where('expires_at', 'is not', null)
+      .where('expires_at', '<', now)
+      .limit(limit)
+      .execute();
+    return [...streaming, ...lapsed];
+  }
+
+  /** The gateway instances that heartbeated since `since`. */
+  async aliveGateways(since: number): Promise<Set<string>> {
+    const rows = await this.db.selectFrom('heartbeat').select('id').where('at', '>=', since).execute();
+    return new Set(rows.map((r) => r.id));
   }
 
   /** What is stored at a key now: the object row its latest publish wrote. */

@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { spawnBin } from './helpers/bin.js';
+import { MiB } from './helpers/resumable.js';
+import { ADMIN_TOKEN, startTestServer } from './helpers/server.js';
+
+interface RunJson {
+  run_id: string;
+  status: string;
+  error_code: string | null;
+  path: string;
+}
+
+/** Poll `check` until it returns a value, sweeping in between; bounded. */
+async function sweepUntil<T>(url: string, check: () => Promise<T | undefined>, what: string): Promise<T> {
+  for (let i = 0; i < 120; i++) {
+    await fetch(`${url}/api/admin/sweep`, { method: 'POST', headers: { 'x-admin-token': ADMIN_TOKEN } });
+    const got = await check();
+    if (got !== undefined) return got;
+    await sleep(500);
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+/**
+ * No run stays open for good: the uploads of a gateway killed with -9 are
+ * settled once its heartbeat is gone, and a direct upload URL that expired
+ * unused settles its queued run.
+ */
+describe('orphaned runs are settled', () => {
+  it('after kill -9 mid-upload, and for a direct key never used', async () => {
+    const ts = await startTestServer({
+      extra: { uploads: { heartbeat_seconds: 1, direct_url_ttl_seconds: 1 }, retention: { enabled: true, ttl_days: 30, sweep_interval_minutes: 60 } },
+    });
+    await ts.server.close();
+    const key = ts.keys.alice as string;
+    const auth = { authorization: `Bearer ${key}` };
+    const a = spawnBin(['--config', ts.configPath, '--port', '0'], { cwd: ts.dir, timeoutMs: 60_000, env: { LOG_LEVEL: 'info' } });
+    let b: ReturnType<typeof spawnBin> | undefined;
+    const requests: http.ClientRequest[] = [];
+    try {
+      const urlA = await a.listening;
+      // Five uploads that stop half way, mid-flight when the gateway dies.
+      for (let i = 0; i < 5; i++) {
+        const req = http.request(`${urlA}/objects/crash/f${i}.bin`, {
+          method: 'PUT',
+          headers: { ...auth, 'content-length': String(8 * MiB) },
+        });
+        req.on('error', () => {});
+        req.write(Buffer.alloc(MiB, i));
+        requests.push(req);
+      }
+      const processing = async (url: string): Promise<RunJson[]> => {
+        const res = await fetch(`${url}/runs/v1?status=processing&limit=200`, { headers: auth });
+        return ((await res.json()) as { runs: RunJson[] }).runs;
+      };
+      for (let i = 0; i < 100 && (await processing(urlA)).length < 5; i++) await sleep(100);
+      const open = await processing(urlA);
+      assert.equal(open.length, 5, 'five uploads are in flight');
+      a.proc.kill('SIGKILL');
+      await a.exited;
+      for (const r of requests) r.destroy();
+
+      b = spawnBin(['--config', ts.configPath, '--port', '0'], { cwd: ts.dir, timeoutMs: 60_000, env: { LOG_LEVEL: 'info' } });
+      const urlB = await b.listening;
+      await sweepUntil(urlB, async () => ((await processing(urlB)).length === 0 ? true : undefined), 'the orphaned runs to settle');
+      for (const run of open) {
+        const res = await fetch(`${urlB}/runs/v1/${run.run_id}`, { headers: auth });
+        const got = (await res.json()) as RunJson;
+        assert.equal(got.status, 'failed', `run ${run.run_id} is settled`);
+        assert.equal(got.error_code, 'UPLOAD_ABORTED');
+        const ex = (await (await fetch(`${urlB}/exists?path=${got.path}`, { headers: auth })).json()) as { exists: boolean };
+        assert.equal(ex.exists, false, 'nothing of a cut upload is published');
+      }
+      const tmp = path.join(ts.dir, 'uploads', '.s3up-tmp');
+      const temps = existsSync(tmp) ? readdirSync(tmp).filter((f) => f.endsWith('.part')) : [];
+      assert.deepEqual(temps, [], 'no temp file of a cut upload remains after restart');
+
+      // A direct upload key that is never used.
+      const issued = await fetch(`${urlB}/runs/upload-url`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ runId: 'never-used' }),
+      });
+      assert.equal(issued.status, 200);
+      const runId = ((await issued.json()) as { run_id: string }).run_id;
+      const settled = await sweepUntil(
+        urlB,
+        async () => {
+          const run = (await (await fetch(`${urlB}/runs/v1/${runId}`, { headers: auth })).json()) as RunJson;
+          return run.status === 'queued' ? undefined : run;
+        },
+        'the unused direct key to settle',
+      );
+      assert.equal(settled.status, 'failed');
+      assert.equal(settled.error_code, 'UPLOAD_KEY_EXPIRED');
+    } finally {
+      for (const r of requests) r.destroy();
+      if (a.proc.exitCode === null && a.proc.signalCode === null) a.proc.kill('SIGKILL');
+      await b?.stop();
+      await ts.stop();
+    }
+  });
+});
