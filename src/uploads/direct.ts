@@ -5,6 +5,7 @@ import type { Kysely, Selectable } from 'kysely';
 import type { ResolvedClient } from '../config/load.js';
 import type { Database, TelemetryEventsTable } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
+import { validateContentType } from './content-type.js';
 import { clientPrefix } from './keys.js';
 import type { UploadPipeline } from './pipeline.js';
 import type { Run } from './runs.js';
@@ -127,8 +128,12 @@ export class DirectUploads {
       size = Number(req.size);
       if (!Number.isSafeInteger(size) || size < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'size must be a non-negative integer');
     }
-    const { path: rel, key } = this.pipeline.keyFor(client, relPath);
-    this.pipeline.checkDeclaredSize(client, size);
+    const { path: rel, key } = await this.pipeline.admit(client, { kind: 'direct', path: relPath, size }, () => {
+      const resolved = this.pipeline.keyFor(client, relPath);
+      this.pipeline.checkDeclaredSize(client, size);
+      contentType = validateContentType(contentType) ?? 'application/octet-stream';
+      return resolved;
+    });
     const ttl = this.effectiveTtl();
     const expiresAt = now + ttl * 1000;
     const run = await this.pipeline.runs.create(

@@ -6,6 +6,7 @@ import { databaseUnavailable } from '../db/index.js';
 import type { RunKind } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { StorageBackend } from '../storage/types.js';
+import { validateContentType } from './content-type.js';
 import { KeyLocks } from './key-locks.js';
 import { objectKey } from './keys.js';
 import { Meter } from './meter.js';
@@ -190,6 +191,7 @@ export class UploadPipeline {
     const { path, key } = await this.admit(client, { kind: req.kind, path: req.path, size: req.declaredSize }, () => {
       const resolved = this.keyFor(client, req.path);
       this.checkDeclaredSize(client, req.declaredSize);
+      req.contentType = validateContentType(req.contentType);
       return resolved;
     });
 

@@ -7,6 +7,7 @@ import type { ResolvedClient } from '../config/load.js';
 import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { MultipartCapability, StorageBackend, StoredPart } from '../storage/types.js';
+import { validateContentType } from './content-type.js';
 import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
 
@@ -254,6 +255,7 @@ export class ResumableEngine {
       const resolved = this.pipeline.keyFor(client, req.path);
       if (!Number.isSafeInteger(req.fileSize) || req.fileSize < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'file_size must be a non-negative integer');
       this.pipeline.checkDeclaredSize(client, req.fileSize);
+      req.contentType = validateContentType(req.contentType);
       const chunkSize = this.negotiateChunkSize(req.fileSize, req.preferredChunkSize);
       return { ...resolved, chunkSize, totalChunks: totalChunksFor(req.fileSize, chunkSize) };
     });
