@@ -48,7 +48,7 @@ const migrations: Record<string, Migration> = {
       await db.schema.dropTable('runs').execute();
     },
   },
-  // Issue 3: resumable upload sessions and their parts (our record: s3rver has no
+  // Resumable upload sessions and their parts (our record: s3rver has no
   // ListParts), and telemetry events of direct uploads.
   '0002_resumable': {
     async up(db: Kysely<unknown>) {
@@ -117,7 +117,7 @@ const migrations: Record<string, Migration> = {
       await db.schema.dropTable('upload_sessions').execute();
     },
   },
-  // Issue 4: daily client reports, a lease so only one gateway sweeps at a time,
+  // Daily client reports, a lease so only one gateway sweeps at a time,
   // and an index for status-filtered listings of one client.
   '0003_records': {
     async up(db: Kysely<unknown>) {

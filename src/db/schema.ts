@@ -63,7 +63,7 @@ export interface LeasesTable {
   expires_at: Millis;
 }
 
-/** Issue 3: a resumable upload (chunked API or tus) and its place in the store. */
+/** A resumable upload (chunked API or tus) and its place in the store. */
 export const SESSION_STATUSES = ['active', 'completing', 'completed', 'aborted', 'expired'] as const;
 export type SessionStatus = (typeof SESSION_STATUSES)[number];
 

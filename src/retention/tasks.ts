@@ -1,6 +1,6 @@
 import type { SweepTask } from './sweeper.js';
 
-/** What the sweeper needs from the resumable-upload engine (issue 3), structurally. */
+/** What the sweeper needs from the resumable-upload engine, structurally. */
 export interface ExpiringSessions {
   sweepExpired(now?: number): Promise<{ expired: number; cleaned: number; pending: number; deleted: number }>;
   countDue(now?: number): Promise<{ expired: number; pending: number }>;

@@ -42,7 +42,7 @@ declare module 'fastify' {
     isAdmin: boolean;
   }
   interface FastifyInstance {
-    /** Issue 3: the resumable-upload engine (sweepExpired for the sweeper). */
+    /** The resumable-upload engine (sweepExpired for the sweeper). */
     resumable: ResumableEngine;
   }
   interface FastifyContextConfig {
@@ -64,7 +64,7 @@ export interface AppContext {
   instanceId: string;
   /** Set when shutdown begins; new requests are refused with SHUTTING_DOWN. */
   closing: { value: boolean };
-  /** Issue 4: records queries, retention, reports, flags, metrics. */
+  /** Records queries, retention, reports, flags, metrics. */
   runQuery: RunQuery;
   sweeper: Sweeper;
   reports: ReportStore;
@@ -233,7 +233,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   await app.register(observabilityRoutes, { ctx });
   await app.register(uploadRoutes, { ctx });
   await app.register(objectRoutes, { ctx });
-  // Issue 3: resumable (chunked, tus) and direct uploads. The engine's sweep of
+  // Resumable (chunked, tus) and direct uploads. The engine's sweep of
   // expired sessions runs on its own timer (uploads.sweep_interval_seconds).
   const resumable = new ResumableEngine(ctx.db.db, ctx.pipeline, {
     sessionTtlMs: config.raw.uploads.session_ttl_hours * 3600 * 1000,
@@ -241,7 +241,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     logger: ctx.logger,
   });
   app.decorate('resumable', resumable);
-  // Also a task of the retention sweeper (issue 4), so `s3up-server sweep` and its report include it.
+  // Also a task of the retention sweeper, so `s3up-server sweep` and its report include it.
   ctx.sweeper.addTask(expiredSessionsTask(resumable));
   ctx.sweeper.addTask(
     orphanedRunsTask({
