@@ -123,11 +123,6 @@ describe('config: ${VAR} interpolation and environment overrides', () => {
     }
     // A CLI flag beats the environment.
     assert.equal(loadConfig({ configPath: 'base.yaml', env: { PORT: '9099' }, cwd: dir, port: 0 }).port, 0);
-    // The memory reclaimer is on unless turned off (file or MEMORY_RECLAIM).
-    assert.equal(none.memoryReclaim, true);
-    assert.equal(loadConfig({ configPath: 'base.yaml', env: { MEMORY_RECLAIM: 'false' }, cwd: dir }).memoryReclaim, false);
-    write(dir, 'noreclaim.yaml', `server: { memory_reclaim: false }\n${CLIENT}`);
-    assert.equal(loadConfig({ configPath: 'noreclaim.yaml', env: {}, cwd: dir }).memoryReclaim, false);
   });
 
   it('a bad environment override names the variable, the key and the problem', () => {

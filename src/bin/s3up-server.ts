@@ -1,6 +1,4 @@
 #!/usr/bin/env node
-// First, before any module allocates: hold V8's young generation at its initial size during start-up (server/memory.ts).
-import './heap-setup.js';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, generateApiKey, loadConfig, sha256Hex } from '../config/load.js';
@@ -42,12 +40,7 @@ async function serve(argv: string[]): Promise<void> {
   const config = loadConfig({ configPath: values.config, host: values.host, port: values.port === undefined ? undefined : Number(values.port) });
   // Loaded only once the config is valid: a bad config or `keygen` answers without loading the HTTP and S3 stacks.
   const { startServer } = await import('../server/main.js');
-  // Return the memory of streamed buffers promptly (see server/memory.ts); process-wide, so started here.
-  const { releaseYoungGeneration, startBufferReclaimer } = await import('../server/memory.js');
-  const reclaimer = config.memoryReclaim ? startBufferReclaimer() : undefined;
   const server = await startServer(config);
-  reclaimer?.track(server.app.server);
-  releaseYoungGeneration();
   if (config.devKey) {
     const rel = path.relative(process.cwd(), config.devKey.file) || config.devKey.file;
     process.stdout.write(

@@ -34,7 +34,6 @@ export interface ResolvedConfig {
   shutdownGraceMs: number;
   logLevel: Config['server']['log_level'];
   /** Young-generation collections while bytes stream (server/memory.ts). */
-  memoryReclaim: boolean;
   trustProxy: boolean;
   storage: { backend: 'fs'; root: string; pathPrefix: string } | { backend: 's3'; pathPrefix: string; s3: Config['s3'] };
   databaseUrl: string;
@@ -100,7 +99,6 @@ const ENV_OVERRIDES: Array<[env: string, keyPath: string[]]> = [
   ['HOST', ['server', 'host']],
   ['PORT', ['server', 'port']],
   ['LOG_LEVEL', ['server', 'log_level']],
-  ['MEMORY_RECLAIM', ['server', 'memory_reclaim']],
   ['ADMIN_TOKEN', ['admin', 'token']],
   ['UPLOAD_SESSION_TTL_HOURS', ['uploads', 'session_ttl_hours']],
   ['UPLOAD_SWEEP_INTERVAL_SECONDS', ['uploads', 'sweep_interval_seconds']],
@@ -273,7 +271,6 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
     tls,
     shutdownGraceMs: config.server.shutdown_grace_seconds * 1000,
     logLevel: config.server.log_level,
-    memoryReclaim: config.server.memory_reclaim,
     trustProxy: config.server.trust_proxy,
     storage,
     databaseUrl,

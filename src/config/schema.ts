@@ -57,7 +57,6 @@ export const configSchema = z
         shutdown_grace_seconds: z.coerce.number().min(0).max(3600).default(30),
         trust_proxy: bool.default(false),
         log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-        memory_reclaim: bool.default(true),
       })
       .strict()
       .default({
@@ -67,7 +66,6 @@ export const configSchema = z
         shutdown_grace_seconds: 30,
         trust_proxy: false,
         log_level: 'info',
-        memory_reclaim: true,
       }),
     storage: z
       .object({
