@@ -58,6 +58,33 @@ export interface Finish {
   object?: Omit<StoredObject, 'run_id' | 'uploaded_at'> | undefined;
 }
 
+/** A new run's row: the one place that lists a run's columns. */
+function newRow(input: NewRun, now: number): Run {
+  return {
+    run_id: randomUUID(),
+    client: input.client,
+    kind: input.kind,
+    status: input.status,
+    path: input.path,
+    object_key: input.objectKey,
+    size: input.size ?? null,
+    sha256: null,
+    content_type: input.contentType ?? null,
+    filename: input.filename ?? null,
+    error_code: null,
+    error_message: null,
+    created_at: now,
+    updated_at: now,
+    started_at: input.status === 'processing' ? now : null,
+    finished_at: null,
+    total_ms: null,
+    bytes_per_sec: null,
+    deleted_at: null,
+    owner: input.owner ?? null,
+    expires_at: input.expiresAt ?? null,
+  };
+}
+
 export class RunStore {
   /** `batcher` (SQLite): group-commit the writes of concurrent uploads. */
   constructor(
@@ -70,29 +97,7 @@ export class RunStore {
   }
 
   async create(input: NewRun, now = Date.now()): Promise<Run> {
-    const run: Run = {
-      run_id: randomUUID(),
-      client: input.client,
-      kind: input.kind,
-      status: input.status,
-      path: input.path,
-      object_key: input.objectKey,
-      size: input.size ?? null,
-      sha256: null,
-      content_type: input.contentType ?? null,
-      filename: input.filename ?? null,
-      error_code: null,
-      error_message: null,
-      created_at: now,
-      updated_at: now,
-      started_at: input.status === 'processing' ? now : null,
-      finished_at: null,
-      total_ms: null,
-      bytes_per_sec: null,
-      deleted_at: null,
-      owner: input.owner ?? null,
-      expires_at: input.expiresAt ?? null,
-    };
+    const run = newRow(input, now);
     await this.write((db) => db.insertInto('runs').values(run).execute());
     return run;
   }
@@ -100,27 +105,12 @@ export class RunStore {
   /** Record an attempt refused at admission: a run that is failed from the start. */
   async refused(input: Omit<NewRun, 'status'>, error: { code: string; message: string }, now = Date.now()): Promise<Run> {
     const run: Run = {
-      run_id: randomUUID(),
-      client: input.client,
-      kind: input.kind,
+      ...newRow({ ...input, status: 'queued', owner: null, expiresAt: null }, now),
       status: 'failed',
-      path: input.path,
-      object_key: input.objectKey,
-      size: input.size ?? null,
-      sha256: null,
-      content_type: input.contentType ?? null,
-      filename: input.filename ?? null,
       error_code: error.code,
       error_message: error.message,
-      created_at: now,
-      updated_at: now,
-      started_at: null,
       finished_at: now,
       total_ms: 0,
-      bytes_per_sec: null,
-      deleted_at: null,
-      owner: null,
-      expires_at: null,
     };
     await this.write((db) => db.insertInto('runs').values(run).execute());
     return run;
