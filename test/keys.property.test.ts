@@ -194,6 +194,10 @@ describe('path security: property (fast-check)', () => {
 
 /** Attack paths (client-relative, before any URL encoding). Every one must be refused. */
 const ATTACKS = [
+  // Overlong UTF-8 escapes of "." and a lone continuation byte: not valid UTF-8, refused.
+  '%c0%ae%c0%ae/pwned',
+  'x%c0%ae',
+  'a/%80b',
   '..',
   '.',
   '../pwned',

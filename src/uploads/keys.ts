@@ -25,13 +25,23 @@ function check(form: string, label: string): void {
   }
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 /**
- * Decode every run of %XX escapes as UTF-8, leniently: invalid bytes become
- * U+FFFD and a stray "%" stays, so one bad escape cannot hide the others
- * (decodeURIComponent gives up on the whole string instead).
+ * Decode every run of %XX escapes as UTF-8; a stray "%" stays, so one bad
+ * escape cannot hide the others (decodeURIComponent gives up on the whole
+ * string instead). Escapes that are not valid UTF-8 (overlong forms such as
+ * %c0%ae for ".", lone continuation bytes) refuse the path: a later decoder
+ * might read them as "." or "/".
  */
 function lenientDecode(s: string): string {
-  return s.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => Buffer.from(run.replaceAll('%', ''), 'hex').toString('utf8'));
+  return s.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => {
+    try {
+      return UTF8.decode(Buffer.from(run.replaceAll('%', ''), 'hex'));
+    } catch {
+      throw invalid('a percent-escape is not valid UTF-8');
+    }
+  });
 }
 
 /** Enough for any real path; more distinct spellings than this is an attack. */
