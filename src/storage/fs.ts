@@ -83,7 +83,7 @@ class DirSyncer {
 
 function storageError(err: unknown, what: string): AppError {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new AppError(ErrorCode.STORAGE_UNAVAILABLE, `storage is full (${what})`, undefined, { cause: err });
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new AppError(ErrorCode.STORAGE_FULL, `storage is full (${what})`, undefined, { cause: err });
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'EIO') {
     return new AppError(ErrorCode.STORAGE_UNAVAILABLE, `storage is not writable (${what})`, undefined, { cause: err });
   }
