@@ -33,7 +33,6 @@ export interface ResolvedConfig {
   tls: { cert: Buffer; key: Buffer } | undefined;
   shutdownGraceMs: number;
   logLevel: Config['server']['log_level'];
-  /** Young-generation collections while bytes stream (server/memory.ts). */
   trustProxy: boolean;
   storage: { backend: 'fs'; root: string; pathPrefix: string } | { backend: 's3'; pathPrefix: string; s3: Config['s3'] };
   databaseUrl: string;
