@@ -412,7 +412,7 @@ export class ResumableEngine {
       });
     }
     const current = await this.find(client.name, s.session_id);
-    if (!current || current.status !== 'active') {
+    if (current?.status !== 'active') {
       await this.dropPart(s.session_id, partNumber);
       throw new AppError(ErrorCode.CONFLICT, 'the upload changed state while the chunk arrived; check its status', { chunk_number: partNumber });
     }
