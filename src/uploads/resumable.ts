@@ -431,7 +431,9 @@ export class ResumableEngine {
       stored = await this.mp.uploadPart(s.object_key, s.store_upload_id, partNumber, hasher, size, { signal: abort.signal });
       await flowing;
     } catch (err) {
-      const cause = bodyError ?? err;
+      // The body's own failure (client gone, wrong length) is the cause, unless it is only the
+      // premature close our store caused by giving up the stream (disk full, store down).
+      const cause = bodyError !== undefined && !closedBy(bodyError) ? bodyError : err;
       body.destroy();
       hasher.destroy();
       await this.dropPart(s.session_id, partNumber);
@@ -915,6 +917,17 @@ class StoreWriteFailure extends Error {
 function storeFailure(err: unknown): AppError {
   if (isAppError(err) && err.status >= 500) return err;
   return new AppError(ErrorCode.STORAGE_UNAVAILABLE, 'the store did not take the bytes; retry from the offset HEAD reports', undefined, { cause: err });
+}
+
+/**
+ * The body pipe ended because its reader (the store) gave up the stream, not
+ * because of the client: Node reports that as a premature close, or as an
+ * AbortError when the reader left its async iteration. The store's error is
+ * then what to report.
+ */
+function closedBy(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return e?.code === 'ERR_STREAM_PREMATURE_CLOSE' || e?.name === 'AbortError';
 }
 
 function abortedOr(err: unknown): unknown {
