@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { ResolvedClient } from '../config/load.js';
 import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
+import { closedByReader } from '../storage/reader-gone.js';
 import type { MultipartCapability, StorageBackend, StoredPart } from '../storage/types.js';
 import { validateContentType } from './content-type.js';
 import { OffThreadMd5 } from './md5-worker.js';
@@ -433,7 +434,7 @@ export class ResumableEngine {
     } catch (err) {
       // The body's own failure (client gone, wrong length) is the cause, unless it is only the
       // premature close our store caused by giving up the stream (disk full, store down).
-      const cause = bodyError !== undefined && !closedBy(bodyError) ? bodyError : err;
+      const cause = bodyError !== undefined && !closedByReader(bodyError) ? bodyError : err;
       body.destroy();
       hasher.destroy();
       await this.dropPart(s.session_id, partNumber);
@@ -917,17 +918,6 @@ class StoreWriteFailure extends Error {
 function storeFailure(err: unknown): AppError {
   if (isAppError(err) && err.status >= 500) return err;
   return new AppError(ErrorCode.STORAGE_UNAVAILABLE, 'the store did not take the bytes; retry from the offset HEAD reports', undefined, { cause: err });
-}
-
-/**
- * The body pipe ended because its reader (the store) gave up the stream, not
- * because of the client: Node reports that as a premature close, or as an
- * AbortError when the reader left its async iteration. The store's error is
- * then what to report.
- */
-function closedBy(err: unknown): boolean {
-  const e = err as NodeJS.ErrnoException | undefined;
-  return e?.code === 'ERR_STREAM_PREMATURE_CLOSE' || e?.name === 'AbortError';
 }
 
 function abortedOr(err: unknown): unknown {
