@@ -12,10 +12,9 @@ export interface ObjectInfo {
 export interface PutOptions {
   contentType?: string | undefined;
   /**
-   * Called once every byte of the body has been received (the filesystem has
-   * staged it durably; S3 has not yet sent the last part) and before the object
-   * becomes visible at its key. Throwing here abandons the upload: nothing is
-   * published and a previous object at the key is left untouched.
+   * Called once every byte is durably staged and before the object becomes
+   * visible at its key. Throwing here abandons the upload: nothing is published
+   * and a previous object at the key is left untouched.
    */
   beforeCommit?: (() => Promise<void> | void) | undefined;
 }
