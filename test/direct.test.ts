@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DirectUploads, MAX_PRESIGN_SECONDS } from '../src/uploads/direct.js';
 import { pgSkip } from './helpers/pg.js';
-import { random, sha256hex } from './helpers/resumable.js';
+import { MiB, random, sha256hex } from './helpers/resumable.js';
 import { type DbKind, startTestServer, type TestServer } from './helpers/server.js';
 
 async function post(t: TestServer, client: string, url: string, body: unknown): Promise<Response> {
@@ -52,10 +52,39 @@ function sigv4Matches(url: string, secret: string, headers: Record<string, strin
   return createHmac('sha256', key).update(toSign).digest('hex') === signature;
 }
 
+/** The SigV4 signing key for S3 (date yyyymmdd, region). */
+function signingKey(secret: string, date: string, region: string): Buffer {
+  let key: Buffer = createHmac('sha256', `AWS4${secret}`).update(date).digest();
+  for (const part of [region, 's3', 'aws4_request']) key = createHmac('sha256', key).update(part).digest();
+  return key;
+}
+
+interface PostPolicy {
+  expiration: string;
+  conditions: Array<unknown[] | Record<string, string>>;
+}
+
+/** Whether a presigned POST form verifies with the store's secret (a real S3 checks this; s3rver does not). */
+function postPolicyMatches(fields: Record<string, string>, secret: string): boolean {
+  const [, date, region] = (fields['X-Amz-Credential'] ?? '').split('/');
+  const sig = createHmac('sha256', signingKey(secret, date ?? '', region ?? ''))
+    .update(fields.Policy ?? '')
+    .digest('hex');
+  return sig === fields['X-Amz-Signature'];
+}
+
+/** POST the presigned form to the store: every field, then the file last. */
+async function postForm(url: string, fields: Record<string, string>, data: Buffer): Promise<Response> {
+  const form = new FormData();
+  for (const [k, v] of Object.entries(fields)) form.append(k, v);
+  form.append('file', new Blob([data]), 'run.zip');
+  return fetch(url, { method: 'POST', body: form });
+}
+
 describe('direct uploads (s3 presigned PUT)', () => {
   let t: TestServer;
   before(async () => {
-    t = await startTestServer({ backend: 's3' });
+    t = await startTestServer({ backend: 's3', clients: [{ name: 'alice' }, { name: 'bob' }, { name: 'small', max_file_size_mb: 1 }] });
   });
   after(async () => {
     await t.stop();
@@ -70,6 +99,7 @@ describe('direct uploads (s3 presigned PUT)', () => {
     assert.equal(out.ttl, 900);
     assert.ok(Math.abs(Date.parse(out.expiresAt) - (Date.now() + 900_000)) < 10_000);
     assert.deepEqual(out.headers, { 'content-type': 'application/zip', 'content-length': String(data.length) });
+    assert.equal((out as { method?: string }).method, 'PUT');
     const q = new URL(out.url).searchParams;
     assert.equal(q.get('X-Amz-Expires'), '900');
     assert.deepEqual((q.get('X-Amz-SignedHeaders') ?? '').split(';').sort(), ['content-length', 'content-type', 'host']);
@@ -107,9 +137,9 @@ describe('direct uploads (s3 presigned PUT)', () => {
     assert.equal(run?.error_code, 'SIZE_MISMATCH');
     assert.equal(await exists(t, 'alice', 'runs/wrong.zip'), false);
     // Reported but never uploaded: failed as missing.
-    const ghost = (await (await post(t, 'alice', '/runs/upload-url', { runId: 'ghost' })).json()) as { key: string; run_id: string; url: string };
+    const ghost = (await (await post(t, 'alice', '/runs/upload-url', { runId: 'ghost' })).json()) as { key: string; run_id: string; method: string };
     assert.equal(ghost.key, 'backups/alice/runs/ghost.zip');
-    assert.match(new URL(ghost.url).searchParams.get('X-Amz-SignedHeaders') ?? '', /content-type/);
+    assert.equal(ghost.method, 'POST');
     const g = (await (await post(t, 'alice', '/telemetry', { event: 'upload_complete', key: ghost.key })).json()) as { outcome: string };
     assert.equal(g.outcome, 'missing');
     assert.equal((await t.server.ctx.runs.get(ghost.run_id))?.error_code, 'NOT_FOUND');
@@ -117,9 +147,99 @@ describe('direct uploads (s3 presigned PUT)', () => {
     assert.equal((await post(t, 'bob', '/telemetry', { event: 'upload_complete', key: out.key })).status, 404);
   });
 
+  it('without a size, issues a presigned POST whose signed policy bounds the length by the client limit', async () => {
+    const res = await post(t, 'small', '/runs/upload-url', { runId: 'nosize' });
+    assert.equal(res.status, 200);
+    const out = (await res.json()) as { method: string; url: string; fields: Record<string, string>; key: string; ttl: number; run_id: string };
+    assert.equal(out.method, 'POST');
+    assert.equal(out.key, 'backups/small/runs/nosize.zip');
+    assert.equal(new URL(out.url).pathname, `/${t.s3rver?.bucket}`);
+    assert.equal(out.fields.key, out.key);
+    assert.equal(out.fields['Content-Type'], 'application/zip');
+    const policy = JSON.parse(Buffer.from(out.fields.Policy ?? '', 'base64').toString('utf8')) as PostPolicy;
+    assert.ok(Math.abs(Date.parse(policy.expiration) - (Date.now() + out.ttl * 1000)) < 10_000);
+    const conditions = policy.conditions.map((c) => JSON.stringify(c));
+    assert.ok(conditions.includes(JSON.stringify(['content-length-range', 0, MiB])), `policy bounds the length by 1 MiB: ${conditions}`);
+    assert.ok(conditions.includes(JSON.stringify({ key: out.key })));
+    assert.ok(conditions.includes(JSON.stringify({ bucket: t.s3rver?.bucket })));
+    assert.ok(conditions.includes(JSON.stringify({ 'Content-Type': 'application/zip' })));
+    // The signature covers this policy: a wider range (or another key) does not verify.
+    const secret = t.s3rver?.secretAccessKey ?? '';
+    assert.ok(postPolicyMatches(out.fields, secret));
+    const widened = { ...policy, conditions: policy.conditions.map((c) => (Array.isArray(c) && c[0] === 'content-length-range' ? [c[0], 0, 3 * MiB] : c)) };
+    assert.ok(!postPolicyMatches({ ...out.fields, Policy: Buffer.from(JSON.stringify(widened)).toString('base64') }, secret));
+    assert.ok(!postPolicyMatches(out.fields, 'another-secret'));
+
+    // Within the limit: the form works against a real S3 server and the run settles.
+    const ok = random(300 * 1024);
+    const stored = await postForm(out.url, out.fields, ok);
+    assert.ok(stored.status === 204 || stored.status === 200 || stored.status === 201, `POST form answered ${stored.status}`);
+    const tel = (await (await post(t, 'small', '/telemetry', { event: 'upload_complete', key: out.key, size: ok.length })).json()) as {
+      outcome: string;
+      run_status: string;
+    };
+    assert.deepEqual([tel.outcome, tel.run_status], ['verified', 'succeeded']);
+  });
+
+  it('a direct upload over the client limit (s3rver ignores the policy) is never verified: run failed, object deleted', async () => {
+    const out = (await (await post(t, 'small', '/runs/upload-url', { runId: 'toobig' })).json()) as {
+      url: string;
+      fields: Record<string, string>;
+      key: string;
+      run_id: string;
+    };
+    const big = random(3 * MiB);
+    assert.ok((await postForm(out.url, out.fields, big)).ok);
+    assert.equal((await t.server.ctx.pipeline.storage.head(out.key))?.size, big.length, 's3rver stored the 3 MiB body');
+    const tel = await post(t, 'small', '/telemetry', { event: 'upload_complete', key: out.key, size: big.length });
+    assert.equal(tel.status, 200);
+    const body = (await tel.json()) as { outcome: string; run_status: string };
+    assert.deepEqual([body.outcome, body.run_status], ['too_large', 'failed']);
+    const run = await t.server.ctx.runs.get(out.run_id);
+    assert.equal(run?.status, 'failed');
+    assert.equal(run?.error_code, 'PAYLOAD_TOO_LARGE');
+    assert.equal(await t.server.ctx.pipeline.storage.head(out.key), null, 'the oversized object is deleted');
+    assert.equal(await exists(t, 'small', 'runs/toobig.zip'), false);
+  });
+
   it('clamps the URL lifetime to S3s 7 days', () => {
     const d = new DirectUploads(t.server.ctx.db.db, t.server.ctx.pipeline, async () => Buffer.alloc(32), 30 * 24 * 3600);
     assert.equal(d.effectiveTtl(), MAX_PRESIGN_SECONDS);
+  });
+});
+
+describe('direct uploads never reported (s3): settled after the URL expired', () => {
+  it('an object over the limit fails the run PAYLOAD_TOO_LARGE and is deleted; one within it succeeds', async () => {
+    const t = await startTestServer({
+      backend: 's3',
+      clients: [{ name: 'small', max_file_size_mb: 1 }],
+      extra: { uploads: { direct_url_ttl_seconds: 60 }, retention: { enabled: true, ttl_days: 30, sweep_interval_minutes: 60 } },
+    });
+    try {
+      type Issued = { url: string; fields: Record<string, string>; key: string; run_id: string; expiresAt: string };
+      const big = (await (await post(t, 'small', '/runs/upload-url', { runId: 'lapsed-big' })).json()) as Issued;
+      const fine = (await (await post(t, 'small', '/runs/upload-url', { runId: 'lapsed-fine' })).json()) as Issued;
+      assert.ok((await postForm(big.url, big.fields, random(3 * MiB))).ok);
+      const fineData = random(1000);
+      assert.ok((await postForm(fine.url, fine.fields, fineData)).ok);
+      // The sweeper's clock is moved instead of waiting. Expired, but an upload begun just
+      // before may still be arriving: given as long again as the URL lived (60 s).
+      const expiresAt = Math.max(Date.parse(big.expiresAt), Date.parse(fine.expiresAt));
+      await t.server.ctx.sweeper.sweep({ now: expiresAt + 30_000 });
+      assert.equal((await t.server.ctx.runs.get(big.run_id))?.status, 'queued');
+      assert.equal((await t.server.ctx.runs.get(fine.run_id))?.status, 'queued');
+      // Then settled from what the store holds.
+      await t.server.ctx.sweeper.sweep({ now: expiresAt + 61_000 });
+      const failed = await t.server.ctx.runs.get(big.run_id);
+      assert.equal(failed?.status, 'failed');
+      assert.equal(failed?.error_code, 'PAYLOAD_TOO_LARGE');
+      assert.equal(await t.server.ctx.pipeline.storage.head(big.key), null, 'the oversized object is deleted');
+      const ok = await t.server.ctx.runs.get(fine.run_id);
+      assert.equal(ok?.status, 'succeeded');
+      assert.equal(ok?.sha256, sha256hex(fineData));
+    } finally {
+      await t.stop();
+    }
   });
 });
 

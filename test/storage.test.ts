@@ -2,12 +2,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { AppError } from '../src/errors.js';
+import { AppError, ErrorCode } from '../src/errors.js';
 import { FS_TMP_DIR, FsStorage } from '../src/storage/fs.js';
 import { S3Storage } from '../src/storage/s3.js';
 import type { StorageBackend } from '../src/storage/types.js';
+import { Meter } from '../src/uploads/meter.js';
 import { bytes, MiB, readAll, sha256 } from './helpers/http.js';
 import { type S3rverProcess, startS3rver } from './helpers/s3rver.js';
 
@@ -245,7 +246,44 @@ for (const subject of subjects) {
       assert.deepEqual(sub.temps(), []);
     });
 
-    it('beforeCommit runs after every byte is staged', async () => {
+    it('through the verifying stream (meter): an over-limit body and a checksum mismatch publish nothing and keep the old object', async () => {
+      const old = bytes(4000);
+      await s.put('c/verified.bin', streamOf(old));
+      for (const size of [200_000, 12 * MiB]) {
+        // Over the limit: the meter stops the stream.
+        const over = new Meter(size - 1);
+        pipeline(streamOf(bytes(size)), over, () => {});
+        await assert.rejects(s.put('c/verified.bin', over), (e: AppError) => e.code === 'PAYLOAD_TOO_LARGE');
+        assert.deepEqual(await read(s, 'c/verified.bin'), old, `${size}: the old object stays after an over-limit body`);
+        // A checksum that does not match, found once every byte passed (as the upload pipeline checks it).
+        const meter = new Meter(size);
+        pipeline(streamOf(bytes(size)), meter, () => {});
+        await assert.rejects(
+          s.put('c/verified.bin', meter, {
+            beforeCommit: () => {
+              if (meter.sha256 !== '0'.repeat(64)) throw new AppError(ErrorCode.CHECKSUM_MISMATCH, 'sha256 mismatch');
+            },
+          }),
+          (e: AppError) => e.code === 'CHECKSUM_MISMATCH',
+        );
+        assert.equal(meter.bytes, size);
+        assert.deepEqual(await read(s, 'c/verified.bin'), old, `${size}: the old object stays after a checksum mismatch`);
+        const fresh = new Meter(size);
+        pipeline(streamOf(bytes(size)), fresh, () => {});
+        await assert.rejects(
+          s.put('c/verified-new.bin', fresh, {
+            beforeCommit: () => {
+              throw new AppError(ErrorCode.CHECKSUM_MISMATCH, 'sha256 mismatch');
+            },
+          }),
+          (e: AppError) => e.code === 'CHECKSUM_MISMATCH',
+        );
+        assert.equal(await s.head('c/verified-new.bin'), null);
+      }
+      assert.deepEqual(sub.temps(), []);
+    });
+
+    it('beforeCommit runs once every byte is received, before the object is visible', async () => {
       const data = bytes(11 * MiB);
       let seen = -1;
       const body = streamOf(data);

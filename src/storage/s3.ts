@@ -168,16 +168,25 @@ export class S3Storage implements StorageBackend {
     this.presign = {
       presignPut: async (key, { size, contentType, expiresInSeconds }) => {
         const command = new PutObjectCommand({ Bucket: this.bucket, Key: key, ContentLength: size, ContentType: contentType });
-        // Sign the length (when known) and type so the store refuses any other body.
-        const signed = size === undefined ? ['content-type'] : ['content-length', 'content-type'];
+        // Sign the length and type so the store refuses any other body.
+        const signed = ['content-length', 'content-type'];
         const url = await getSignedUrl(this.client, command, {
           expiresIn: expiresInSeconds,
           signableHeaders: new Set(signed),
           unhoistableHeaders: new Set(signed),
         });
-        const headers: Record<string, string> = { 'content-type': contentType };
-        if (size !== undefined) headers['content-length'] = String(size);
-        return { url, headers };
+        return { url, headers: { 'content-type': contentType, 'content-length': String(size) } };
+      },
+      presignPost: async (key, { maxSize, contentType, expiresInSeconds }) => {
+        // A presigned PUT cannot bound a length it does not know; a POST policy can.
+        const { createPresignedPost } = await import('@aws-sdk/s3-presigned-post');
+        return createPresignedPost(this.client, {
+          Bucket: this.bucket,
+          Key: key,
+          Expires: expiresInSeconds,
+          Fields: { 'Content-Type': contentType },
+          Conditions: [['content-length-range', 0, maxSize]],
+        });
       },
     };
   }

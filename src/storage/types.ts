@@ -76,11 +76,15 @@ export interface MultipartCapability {
 }
 
 export interface PresignCapability {
-  /** A URL that accepts a PUT of `size` bytes (when given) with `contentType` until it expires. */
-  presignPut(
-    key: string,
-    opts: { size?: number | undefined; contentType: string; expiresInSeconds: number },
-  ): Promise<{ url: string; headers: Record<string, string> }>;
+  /** A URL that accepts a PUT of exactly `size` bytes with `contentType` until it expires (the length is signed). */
+  presignPut(key: string, opts: { size: number; contentType: string; expiresInSeconds: number }): Promise<{ url: string; headers: Record<string, string> }>;
+  /**
+   * A browser-style POST form (S3 POST Object) for a body of unknown size: its
+   * signed policy holds `content-length-range` [0, `maxSize`], the key and the
+   * content type, so the store refuses a larger body. The client sends `fields`
+   * in this order, then the file as the last field `file`.
+   */
+  presignPost(key: string, opts: { maxSize: number; contentType: string; expiresInSeconds: number }): Promise<{ url: string; fields: Record<string, string> }>;
 }
 
 /** What the upload pipeline needs from a store. Optional capabilities are detected, never faked. */

@@ -39,7 +39,8 @@ export interface IssueRequest {
 }
 
 export type Issued =
-  | { kind: 's3'; url: string; key: string; ttl: number; headers: Record<string, string>; expiresAt: string; run_id: string; path: string }
+  | { kind: 's3'; method: 'PUT'; url: string; key: string; ttl: number; headers: Record<string, string>; expiresAt: string; run_id: string; path: string }
+  | { kind: 's3'; method: 'POST'; url: string; key: string; ttl: number; fields: Record<string, string>; expiresAt: string; run_id: string; path: string }
   | { kind: 'fs'; formUrl: string; key: string; ttl: number; expiresAt: string; run_id: string; path: string; s3_key: string };
 
 /** Load the form-key secret: configured, or generated once and kept (mode 0600) in `dir`. */
@@ -68,8 +69,9 @@ export async function loadSigningSecret(configured: string, dir: string): Promis
 }
 
 /**
- * Direct uploads (spec 000): the gateway hands out a presigned PUT (S3) or a
- * signed, expiring form key (filesystem), records a 'direct' run in 'queued',
+ * Direct uploads (spec 000): the gateway hands out a presigned PUT (S3, size
+ * known), a presigned POST form whose policy bounds the length by the client's
+ * limit (S3, size unknown) or a signed, expiring form key (filesystem), records a 'direct' run in 'queued',
  * and learns the outcome from the upload itself (filesystem form) or from the
  * client's upload_complete telemetry, which it checks with HEAD.
  */
@@ -152,8 +154,15 @@ export class DirectUploads {
     );
     const presign = this.pipeline.storage.presign;
     if (this.pipeline.storage.kind === 's3' && presign) {
-      const signed = await presign.presignPut(key, { size, contentType, expiresInSeconds: ttl });
-      return { kind: 's3', url: signed.url, key, ttl, headers: signed.headers, expiresAt: new Date(expiresAt).toISOString(), run_id: run.run_id, path: rel };
+      const common = { kind: 's3', key, ttl, expiresAt: new Date(expiresAt).toISOString(), run_id: run.run_id, path: rel } as const;
+      if (size !== undefined) {
+        // The size is known: a PUT whose signature covers its length and type.
+        const signed = await presign.presignPut(key, { size, contentType, expiresInSeconds: ttl });
+        return { ...common, method: 'PUT', url: signed.url, headers: signed.headers };
+      }
+      // No size (spec 000 sends only runId): a POST form whose signed policy bounds the length by the client's limit.
+      const form = await presign.presignPost(key, { maxSize: client.maxFileSize, contentType, expiresInSeconds: ttl });
+      return { ...common, method: 'POST', url: form.url, fields: form.fields };
     }
     const token = this.sign({ v: 1, c: client.name, p: rel, r: run.run_id, s: size ?? null, e: expiresAt }, await this.secret());
     return { kind: 'fs', formUrl: '/runs/upload', key: token, ttl, expiresAt: new Date(expiresAt).toISOString(), run_id: run.run_id, path: rel, s3_key: key };

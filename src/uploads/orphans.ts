@@ -10,7 +10,10 @@ import type { UploadPipeline } from './pipeline.js';
  * - A plain upload whose gateway stopped heartbeating for three intervals
  *   (killed, crashed) can no longer finish: its run fails. Nothing it
  *   streamed was published (the publish and its record are one step).
- * - A queued direct upload whose URL expired is settled from the store.
+ * - A queued direct upload whose URL expired is settled from the store, once
+ *   it has had as long again as its URL lived: the store checks a presigned
+ *   URL when a request starts, so an upload begun just before expiry may
+ *   still be arriving.
  */
 export function orphanedRunsTask(deps: {
   pipeline: UploadPipeline;
@@ -22,7 +25,7 @@ export function orphanedRunsTask(deps: {
   return {
     name: 'settle-orphaned-runs',
     async run({ dryRun, now }) {
-      const orphans = await deps.pipeline.runs.orphans(now - 3 * deps.heartbeatMs, now);
+      const orphans = await deps.pipeline.runs.orphans(now - 3 * deps.heartbeatMs, now - deps.direct.effectiveTtl() * 1000);
       if (dryRun) return { removed: orphans.length, items: [`${orphans.length} orphaned run(s) would be settled`] };
       let settled = 0;
       for (const run of orphans) {

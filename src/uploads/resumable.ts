@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { ResolvedClient } from '../config/load.js';
 import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
+import { closedByReader } from '../storage/reader-gone.js';
 import type { MultipartCapability, StorageBackend, StoredPart } from '../storage/types.js';
 import { validateContentType } from './content-type.js';
 import { OffThreadMd5 } from './md5-worker.js';
@@ -431,7 +432,9 @@ export class ResumableEngine {
       stored = await this.mp.uploadPart(s.object_key, s.store_upload_id, partNumber, hasher, size, { signal: abort.signal });
       await flowing;
     } catch (err) {
-      const cause = bodyError ?? err;
+      // The body's own failure (client gone, wrong length) is the cause, unless it is only the
+      // premature close our store caused by giving up the stream (disk full, store down).
+      const cause = bodyError !== undefined && !closedByReader(bodyError) ? bodyError : err;
       body.destroy();
       hasher.destroy();
       await this.dropPart(s.session_id, partNumber);

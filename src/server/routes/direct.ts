@@ -34,7 +34,9 @@ export function directUploads(ctx: AppContext): DirectUploads {
 /**
  * Direct uploads (spec 000):
  *   POST /runs/upload-url {runId} | {path, size, content_type}
- *     S3: {url, key, ttl, headers, expiresAt, run_id}: a presigned PUT bound to size and type
+ *     S3, size given: {method: "PUT", url, headers, key, ttl, expiresAt, run_id}: a presigned PUT bound to size and type
+ *     S3, no size:    {method: "POST", url, fields, key, ttl, expiresAt, run_id}: a presigned POST form whose
+ *                     policy bounds the length by the client's limit (send `fields`, then the file as `file`)
  *     fs: {formUrl: "/runs/upload", key, ttl, expiresAt, run_id}: a signed, expiring form key
  *   POST /runs/upload   multipart: key, then file (through the one upload pipeline)
  */
@@ -46,7 +48,12 @@ export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     {
       config: { auth: 'client' },
       schema: {
-        summary: 'Get a direct upload target: presigned PUT (S3) or signed form key (filesystem)',
+        summary: 'Get a direct upload target: presigned PUT or POST form (S3), or signed form key (filesystem)',
+        description:
+          'S3 with `size`: `method` PUT, send the body to `url` with exactly `headers` (the signature covers content-length and content-type). ' +
+          'S3 without `size`: `method` POST, send multipart/form-data to `url` with every entry of `fields` and then the file as the last field `file`; ' +
+          "the signed policy limits the body to the client's max_file_size. Filesystem: multipart to `formUrl` with `key`, then `file`. " +
+          'Then report `upload_complete` to POST /telemetry with `key`.',
         body: {
           type: 'object',
           properties: {
@@ -55,6 +62,25 @@ export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
             size: { type: 'integer', minimum: 0 },
             content_type: { type: 'string' },
             contentType: { type: 'string' },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              method: { type: 'string', enum: ['PUT', 'POST'], description: 'S3: how to send the body to `url`' },
+              url: { type: 'string', description: 'S3: the presigned PUT URL, or the POST form action' },
+              headers: { type: 'object', additionalProperties: { type: 'string' }, description: 'S3 PUT: the headers to send' },
+              fields: { type: 'object', additionalProperties: { type: 'string' }, description: 'S3 POST: the form fields to send before `file`' },
+              formUrl: { type: 'string', description: 'filesystem: where to POST the multipart form' },
+              key: { type: 'string', description: 'S3: the object key; filesystem: the signed form key. Report it in upload_complete.' },
+              ttl: { type: 'integer' },
+              expiresAt: { type: 'string', format: 'date-time' },
+              run_id: { type: 'string' },
+              path: { type: 'string' },
+              s3_key: { type: 'string' },
+            },
+            required: ['key', 'ttl', 'expiresAt', 'run_id', 'path'],
           },
         },
       },

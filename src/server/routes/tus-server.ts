@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { DataStore, ERRORS, Server, Upload } from '@tus/server';
+import { DataStore, ERRORS, type Locker, Server, Upload } from '@tus/server';
 import { AppError, ErrorCode, isAppError } from '../../errors.js';
 import type { ResumableEngine } from '../../uploads/resumable.js';
 import type { AppContext } from '../app.js';
@@ -90,12 +90,13 @@ export class EngineTusStore extends DataStore {
   }
 }
 
-/** The @tus/server instance for /tus, over the resumable engine. */
-export function createTusServer(ctx: AppContext, engine: ResumableEngine): Server {
+/** The @tus/server instance for /tus, over the resumable engine; `locker` keeps two requests from writing one upload at once. */
+export function createTusServer(ctx: AppContext, engine: ResumableEngine, locker: Locker): Server {
   const store = new EngineTusStore(engine, engine.opts.sessionTtlMs);
   return new Server({
     path: TUS_PATH,
     datastore: store,
+    locker,
     relativeLocation: true,
     respectForwardedHeaders: ctx.config.trustProxy,
     disableTerminationForFinishedUploads: true,

@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import type { BodyChecksum, ResumableEngine } from '../../uploads/resumable.js';
+import { PgAdvisoryLocks, UploadLocker } from '../../uploads/upload-locks.js';
 import type { AppContext } from '../app.js';
 
 /** What a tus request carries into the datastore: who asks, and the PATCH's Upload-Checksum. */
@@ -53,10 +54,13 @@ function parseUploadChecksum(value: string | undefined): BodyChecksum | undefine
  * @tus/server then takes over the raw request and response.
  */
 export async function tusRoutes(app: FastifyInstance, { ctx, engine }: { ctx: AppContext; engine: ResumableEngine }) {
+  // One writer per upload: across gateways too on PostgreSQL (advisory locks; connected on first use).
+  const locker = new UploadLocker(ctx.db.dialect === 'postgres' ? new PgAdvisoryLocks(ctx.config.databaseUrl) : undefined);
+  app.addHook('onClose', () => locker.close());
   // @tus/server is loaded with the first tus request, not at start.
   let server: Promise<Server> | undefined;
   const tusServer = (): Promise<Server> => {
-    server ??= import('./tus-server.js').then((m) => m.createTusServer(ctx, engine));
+    server ??= import('./tus-server.js').then((m) => m.createTusServer(ctx, engine, locker));
     return server;
   };
 
