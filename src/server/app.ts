@@ -31,6 +31,7 @@ import { runRoutes } from './routes/runs.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { tusRoutes } from './routes/tus.js';
 import { uploadRoutes } from './routes/uploads.js';
+import { settleUnreadBody } from './unread-body.js';
 
 export type AuthMode = 'none' | 'client' | 'admin' | 'client-or-admin';
 
@@ -120,10 +121,8 @@ export function toAppError(err: unknown): AppError {
 }
 
 export function sendError(request: FastifyRequest, reply: FastifyReply, err: AppError): FastifyReply {
-  // A body we did not read must not be read now: close the connection instead.
-  if (!request.raw.complete && request.raw.method !== 'GET' && request.raw.method !== 'HEAD') {
-    reply.header('connection', 'close');
-  }
+  // The client may still be sending: read what is left or close gracefully, so the refusal reaches it.
+  settleUnreadBody(request.raw, reply.raw);
   return reply.code(err.status).type('application/json; charset=utf-8').send(errorBody(request, err));
 }
 

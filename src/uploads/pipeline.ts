@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { finished, pipeline } from 'node:stream';
+import { finished } from 'node:stream';
 import type { ResolvedClient } from '../config/load.js';
 import { databaseUnavailable } from '../db/index.js';
 import type { RunKind } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { StorageBackend } from '../storage/types.js';
+import { feed, release } from './body.js';
 import { validateContentType } from './content-type.js';
 import { KeyLocks } from './key-locks.js';
 import { objectKey } from './keys.js';
@@ -226,8 +227,8 @@ export class UploadPipeline {
         received = { bytes: buf.length, sha256: createHash('sha256').update(buf).digest('hex') };
       } else {
         const meter = new Meter(client.maxFileSize);
-        // Errors on either side (client abort, limit exceeded) destroy both streams.
-        pipeline(req.body, meter, () => {});
+        // A client abort fails the meter; the meter passing the limit stops reading the body (never resets the connection).
+        feed(req.body, meter).catch(() => {});
         source = meter;
         received = meter;
       }
@@ -276,7 +277,7 @@ export class UploadPipeline {
       return { run_id: run.run_id, s3_key: key, path, size: put.size, sha256: received.sha256 };
     } catch (err) {
       const reported = abortedAs(err, req.body);
-      req.body.destroy();
+      release(req.body);
       throw await this.fail(run, reported);
     } finally {
       ended();

@@ -7,6 +7,7 @@ import type { ResolvedClient } from '../config/load.js';
 import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { MultipartCapability, StorageBackend, StoredPart } from '../storage/types.js';
+import { feed, release } from './body.js';
 import { validateContentType } from './content-type.js';
 import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
@@ -420,7 +421,7 @@ export class ResumableEngine {
     const abort = new AbortController();
     // A body that fails midway (client gone, wrong length) cancels the store request at once.
     let bodyError: unknown;
-    const flowing = pipeline(body, hasher).catch((err: unknown) => {
+    const flowing = feed(body, hasher).catch((err: unknown) => {
       bodyError ??= err;
       abort.abort(err);
       throw err;
@@ -432,7 +433,7 @@ export class ResumableEngine {
       await flowing;
     } catch (err) {
       const cause = bodyError ?? err;
-      body.destroy();
+      release(body);
       hasher.destroy();
       await this.dropPart(s.session_id, partNumber);
       throw abortedOr(cause);

@@ -6,6 +6,7 @@ import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import type { BodyChecksum, ResumableEngine } from '../../uploads/resumable.js';
 import type { AppContext } from '../app.js';
+import { settleUnreadBody } from '../unread-body.js';
 
 /** What a tus request carries into the datastore: who asks, and the PATCH's Upload-Checksum. */
 interface TusRequestContext {
@@ -72,7 +73,12 @@ export async function tusRoutes(app: FastifyInstance, { ctx, engine }: { ctx: Ap
     reply.hijack();
     reply.raw.setHeader('Tus-Checksum-Algorithm', TUS_CHECKSUM_ALGORITHMS.join(','));
     reply.raw.setHeader('x-request-id', request.id);
-    await tusContext.run({ client: request.client, checksum, requestId: request.id }, () => tus.handle(request.raw, reply.raw));
+    try {
+      await tusContext.run({ client: request.client, checksum, requestId: request.id }, () => tus.handle(request.raw, reply.raw));
+    } finally {
+      // A PATCH refused or cut short: what the client still sends is read and discarded (or lingered over).
+      settleUnreadBody(request.raw, reply.raw);
+    }
   };
 
   await app.register(async (scope) => {
