@@ -20,6 +20,7 @@ import type { UploadPipeline } from '../uploads/pipeline.js';
 import { ResumableEngine } from '../uploads/resumable.js';
 import type { RunStore } from '../uploads/runs.js';
 import { authenticate, secretEquals } from './auth.js';
+import { settleUnreadBody, watchBodyIdle } from './request-body.js';
 import { chunkedRoutes } from './routes/chunked.js';
 import { clientRoutes } from './routes/clients.js';
 import { directRoutes, directUploads } from './routes/direct.js';
@@ -31,7 +32,6 @@ import { runRoutes } from './routes/runs.js';
 import { telemetryRoutes } from './routes/telemetry.js';
 import { tusRoutes } from './routes/tus.js';
 import { uploadRoutes } from './routes/uploads.js';
-import { settleUnreadBody } from './unread-body.js';
 
 export type AuthMode = 'none' | 'client' | 'admin' | 'client-or-admin';
 
@@ -41,6 +41,8 @@ declare module 'fastify' {
     client: ResolvedClient | undefined;
     /** True when the request carried a valid admin token. */
     isAdmin: boolean;
+    /** Aborts (REQUEST_TIMEOUT) when the request body stops arriving; undefined without a body. */
+    bodyIdle: AbortSignal | undefined;
   }
   interface FastifyInstance {
     /** The resumable-upload engine (sweepExpired for the sweeper). */
@@ -153,7 +155,8 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
       // Answer `Expect: 100-continue` only once the request is authorized and
       // within limits (see the preParsing hook), so a refused upload is never sent.
       server.on('checkContinue', handler);
-      server.requestTimeout = 0; // uploads may take hours; idle sockets are bounded by headersTimeout/keepAlive
+      // Uploads may take hours: no limit on a whole request; a body that stops arriving is cut (watchBodyIdle).
+      server.requestTimeout = 0;
       server.headersTimeout = 60_000;
       server.keepAliveTimeout = 65_000;
       return server;
@@ -162,9 +165,11 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
 
   app.decorateRequest('client', undefined);
   app.decorateRequest('isAdmin', false);
+  app.decorateRequest('bodyIdle', undefined);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    request.bodyIdle = watchBodyIdle(request.raw, config.bodyIdleTimeoutMs);
     if (ctx.closing.value) {
       reply.header('connection', 'close');
       throw new AppError(ErrorCode.SHUTTING_DOWN, 'the gateway is shutting down; retry shortly');

@@ -6,11 +6,17 @@ import { finished, type Readable, type Writable } from 'node:stream';
  * `stream.pipeline`, a failure of `into` (a limit passed, a wrong length)
  * never destroys the body: destroying an HTTP request resets its connection,
  * and the client would lose the refusal the gateway is about to send (the
- * error handler reads or lingers over what is left; see server/unread-body.ts).
+ * error handler reads or lingers over what is left; see server/request-body.ts).
  * Resolves once `into` has taken everything; rejects on either side's error.
+ * `signal` (the body went idle) fails `into` with its reason.
  */
-export function feed(body: Readable, into: Writable): Promise<void> {
+export function feed(body: Readable, into: Writable, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
+    const onAbort = () => {
+      body.unpipe(into);
+      into.destroy(signal?.reason as Error);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     const stopBody = finished(body, { writable: false }, (err) => {
       stopBody();
       if (err) {
@@ -21,6 +27,7 @@ export function feed(body: Readable, into: Writable): Promise<void> {
     });
     const stopInto = finished(into, { readable: false }, (err) => {
       stopInto();
+      signal?.removeEventListener('abort', onAbort);
       if (err) {
         body.unpipe(into);
         reject(err);
@@ -28,7 +35,8 @@ export function feed(body: Readable, into: Writable): Promise<void> {
         resolve();
       }
     });
-    body.pipe(into);
+    if (signal?.aborted) onAbort();
+    else body.pipe(into);
   });
 }
 

@@ -36,6 +36,8 @@ export interface IngestRequest {
    * key); it moves to processing instead of a new run being created.
    */
   queuedRun?: Run | undefined;
+  /** Aborts when the request body stops arriving (its reason, REQUEST_TIMEOUT, fails the upload). */
+  signal?: AbortSignal | undefined;
 }
 
 /**
@@ -212,7 +214,7 @@ export class UploadPipeline {
         });
     // A small body is read while its record is written (one round trip less per
     // upload); a streamed one starts flowing only once the record exists.
-    const smallBody = small ? readSmallBody(req.body, req.declaredSize ?? 0) : undefined;
+    const smallBody = small ? readSmallBody(req.body, req.declaredSize ?? 0, req.signal) : undefined;
     smallBody?.catch(() => {});
     // No record, no upload (database down: the error handler answers 503).
     const run = await runCreated;
@@ -228,7 +230,7 @@ export class UploadPipeline {
       } else {
         const meter = new Meter(client.maxFileSize);
         // A client abort fails the meter; the meter passing the limit stops reading the body (never resets the connection).
-        feed(req.body, meter).catch(() => {});
+        feed(req.body, meter, req.signal).catch(() => {});
         source = meter;
         received = meter;
       }
@@ -289,8 +291,14 @@ export class UploadPipeline {
  * Read a body of at most `size` bytes into one Buffer. Rejects if the stream
  * fails or ends early (client gone) or brings more than announced.
  */
-function readSmallBody(body: Readable, size: number): Promise<Buffer> {
+function readSmallBody(body: Readable, size: number, signal?: AbortSignal): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
+    const onAbort = () => {
+      body.off('data', onData);
+      body.pause();
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     const chunks: Buffer[] = [];
     let n = 0;
     const onData = (chunk: Buffer): void => {
@@ -306,6 +314,7 @@ function readSmallBody(body: Readable, size: number): Promise<Buffer> {
     body.on('data', onData);
     const cleanup = finished(body, (err) => {
       cleanup();
+      signal?.removeEventListener('abort', onAbort);
       body.off('data', onData);
       if (err) reject(err);
       else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, n));

@@ -1,6 +1,5 @@
 import { createHash, type Hash, randomUUID } from 'node:crypto';
 import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Kysely, Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import type { ResolvedClient } from '../config/load.js';
@@ -376,7 +375,7 @@ export class ResumableEngine {
     sessionId: string,
     partNumber: number,
     body: Readable,
-    opts: { length?: number | undefined; md5?: string | undefined; sha256?: string | undefined },
+    opts: { length?: number | undefined; md5?: string | undefined; sha256?: string | undefined; signal?: AbortSignal | undefined },
     now = Date.now(),
   ): Promise<{ chunk_number: number; status: 'received' | 'duplicate' | 'replaced'; md5: string; sha256: string; size: number }> {
     const s = await this.owned(client, sessionId);
@@ -401,7 +400,7 @@ export class ResumableEngine {
     if (existing && sameAsStored) {
       // Already stored with this checksum: read the body to its end (the client
       // is sending it) but write nothing.
-      await pipeline(body, new Writable({ write: (_c, _e, cb) => cb() }));
+      await feed(body, new Writable({ write: (_c, _e, cb) => cb() }), opts.signal);
       return { chunk_number: partNumber, status: 'duplicate', md5: existing.md5, sha256: existing.sha256, size };
     }
     // Claim the chunk before writing a byte: of two requests sending the same
@@ -421,7 +420,7 @@ export class ResumableEngine {
     const abort = new AbortController();
     // A body that fails midway (client gone, wrong length) cancels the store request at once.
     let bodyError: unknown;
-    const flowing = feed(body, hasher).catch((err: unknown) => {
+    const flowing = feed(body, hasher, opts.signal).catch((err: unknown) => {
       bodyError ??= err;
       abort.abort(err);
       throw err;
@@ -817,11 +816,15 @@ export class ResumableEngine {
    * new offset and the parts are recorded together, and only after the whole
    * body passed its Upload-Checksum when one was sent.
    */
-  async tusWrite(client: ResolvedClient, sessionId: string, offset: number, body: Readable, checksum?: BodyChecksum): Promise<number> {
+  async tusWrite(client: ResolvedClient, sessionId: string, offset: number, body: Readable, checksum?: BodyChecksum, signal?: AbortSignal): Promise<number> {
     const ended = this.pipeline.bodyStarted('tus', client.name);
+    // The body went idle: stop reading; what arrived is kept (the upload resumes from there) and the PATCH answers 408.
+    const onIdle = () => body.destroy(signal?.reason as Error);
+    signal?.addEventListener('abort', onIdle, { once: true });
     try {
       return await this.receiveTus(client, sessionId, offset, body, checksum);
     } finally {
+      signal?.removeEventListener('abort', onIdle);
       ended();
     }
   }
@@ -900,6 +903,7 @@ export class ResumableEngine {
     const newOffset = partStart + buffered;
     await this.saveTusProgress(s.session_id, offset, rows, newOffset, newTail, now);
     if (newOffset === s.file_size) await this.complete(client, sessionId);
+    if (isAppError(failure) && failure.code === ErrorCode.REQUEST_TIMEOUT) throw failure;
     if (failure !== undefined && !isAppError(failure)) this.opts.logger?.debug({ file_id: s.session_id, offset: newOffset }, 'tus PATCH ended early');
     return newOffset;
   }

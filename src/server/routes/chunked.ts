@@ -115,6 +115,7 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
             length: declaredLength(request),
             md5: md5 === undefined ? undefined : parseMd5(md5),
             sha256: sha === undefined ? undefined : parseSha256(sha),
+            signal: request.bodyIdle,
           });
         }
         let result: Awaited<ReturnType<ResumableEngine['putPart']>> | undefined;
@@ -132,6 +133,7 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
           result = await engine.putPart(client, fileId, chunkNumber(n), part.file, {
             md5: md5 === undefined ? undefined : parseMd5(md5),
             sha256: sha === undefined ? undefined : parseSha256(sha),
+            signal: request.bodyIdle,
           });
         }
         if (!result) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "chunk" field');

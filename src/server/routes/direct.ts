@@ -101,6 +101,7 @@ export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
             contentType: part.mimetype || run.content_type || undefined,
             filename: part.filename || undefined,
             queuedRun: run,
+            signal: request.bodyIdle,
           });
         }
         if (!result) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "file" field');

@@ -73,7 +73,8 @@ export class EngineTusStore extends DataStore {
 
   override async write(stream: Readable, id: string, offset: number): Promise<number> {
     const client = currentClient();
-    return this.engine.tusWrite(client, id, offset, stream, tusContext.getStore()?.checksum);
+    const ctx = tusContext.getStore();
+    return this.engine.tusWrite(client, id, offset, stream, ctx?.checksum, ctx?.signal);
   }
 
   override async remove(id: string): Promise<void> {

@@ -6,13 +6,15 @@ import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import type { BodyChecksum, ResumableEngine } from '../../uploads/resumable.js';
 import type { AppContext } from '../app.js';
-import { settleUnreadBody } from '../unread-body.js';
+import { settleUnreadBody } from '../request-body.js';
 
 /** What a tus request carries into the datastore: who asks, and the PATCH's Upload-Checksum. */
 interface TusRequestContext {
   client: ResolvedClient | undefined;
   checksum: BodyChecksum | undefined;
   requestId: string;
+  /** Aborts when the PATCH body stops arriving. */
+  signal: AbortSignal | undefined;
 }
 
 /** The calling client and checksum, for the datastore (set around each tus.handle call). */
@@ -74,7 +76,7 @@ export async function tusRoutes(app: FastifyInstance, { ctx, engine }: { ctx: Ap
     reply.raw.setHeader('Tus-Checksum-Algorithm', TUS_CHECKSUM_ALGORITHMS.join(','));
     reply.raw.setHeader('x-request-id', request.id);
     try {
-      await tusContext.run({ client: request.client, checksum, requestId: request.id }, () => tus.handle(request.raw, reply.raw));
+      await tusContext.run({ client: request.client, checksum, requestId: request.id, signal: request.bodyIdle }, () => tus.handle(request.raw, reply.raw));
     } finally {
       // A PATCH refused or cut short: what the client still sends is read and discarded (or lingered over).
       settleUnreadBody(request.raw, reply.raw);

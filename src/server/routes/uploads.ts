@@ -102,6 +102,7 @@ async function readForm(ctx: AppContext, client: ResolvedClient, request: Fastif
       contentType: part.mimetype || undefined,
       filename: part.filename || undefined,
       expectedSha256: expected === undefined ? undefined : parseSha256(expected),
+      signal: request.bodyIdle,
       beforeCommit: async () => {
         // The file is staged: read what is left of the form before publishing it.
         for (;;) {
@@ -174,6 +175,7 @@ export async function uploadRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
           declaredSize: declaredLength(request),
           contentType: headerString(request, 'content-type'),
           expectedSha256: expected === undefined ? undefined : parseSha256(expected),
+          signal: request.bodyIdle,
         });
         return uploadResponse(result);
       },

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { AppError, ErrorCode } from '../errors.js';
 
 /**
  * A refusal sent while the client is still sending its body must reach it.
@@ -18,6 +19,8 @@ export const LINGER_MS = 5_000;
 export const LINGER_MAX_BYTES = 64 * 1024 * 1024;
 
 const handled = new WeakSet<IncomingMessage>();
+/** Requests whose body went idle: their connection is never reused. */
+const timedOut = new WeakSet<IncomingMessage>();
 
 /** Whether the request still has body bytes the gateway has not read. */
 export function bodyUnread(req: IncomingMessage): boolean {
@@ -59,7 +62,7 @@ export function settleUnreadBody(req: IncomingMessage, res: ServerResponse): voi
   const len = Number(req.headers['content-length']);
   // An unanswered Expect: 100-continue: the client may or may not send the body, so the connection cannot be reused.
   const waitsForContinue = String(req.headers.expect).toLowerCase() === '100-continue';
-  const small = Number.isSafeInteger(len) && len <= DISCARD_MAX && !waitsForContinue;
+  const small = Number.isSafeInteger(len) && len <= DISCARD_MAX && !waitsForContinue && !timedOut.has(req);
   if (!small && !res.headersSent) res.setHeader('connection', 'close');
   lingerOnClose(req.socket);
   discard(req, res);
@@ -89,4 +92,35 @@ function lingerOnClose(socket: Socket): void {
     socket.end();
     kick(socket);
   };
+}
+
+/**
+ * Cut a request body that stops arriving. When no byte comes for `idleMs`
+ * while the gateway is ready to read, the returned signal aborts with
+ * REQUEST_TIMEOUT: whoever reads the body (the upload pipeline, a chunk, a tus
+ * PATCH) stops, fails or keeps what it has, and the refusal is answered with
+ * 408 and a lingering close. If the body is still unread one more period
+ * later (nobody was reading it), the socket is closed. Time the gateway
+ * itself spends not reading (backpressure from a slow store, a database
+ * write before the bytes flow) does not count.
+ */
+export function watchBodyIdle(req: IncomingMessage, idleMs: number): AbortSignal | undefined {
+  if (!bodyUnread(req) || idleMs <= 0) return undefined;
+  const controller = new AbortController();
+  req.setTimeout(idleMs, () => {
+    if (!bodyUnread(req)) return;
+    const waitingForUs = req.readableFlowing !== true || req.readableLength > 0;
+    if (waitingForUs && !controller.signal.aborted) {
+      req.socket.setTimeout(idleMs);
+      return;
+    }
+    if (controller.signal.aborted) {
+      req.socket.destroy();
+      return;
+    }
+    timedOut.add(req);
+    controller.abort(new AppError(ErrorCode.REQUEST_TIMEOUT, `the request body stopped arriving (no data for ${idleMs / 1000} s)`));
+    req.socket.setTimeout(idleMs);
+  });
+  return controller.signal;
 }
