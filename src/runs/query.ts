@@ -2,6 +2,7 @@ import { type Kysely, type SelectQueryBuilder, sql } from 'kysely';
 import { type Database, RUN_KINDS, RUN_STATUSES, type RunKind, type RunStatus } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
 import type { Run } from '../uploads/runs.js';
+import { MAX_EPOCH_MS } from '../validate.js';
 
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 200;
@@ -94,7 +95,8 @@ export interface ListResult {
 export function parseTime(name: string, value: string | undefined): number | undefined {
   if (value === undefined || value === '') return undefined;
   const ms = /^\d{1,16}$/.test(value) ? Number(value) : Date.parse(value);
-  if (!Number.isFinite(ms)) throw new AppError(ErrorCode.INVALID_REQUEST, `${name} must be an ISO 8601 time or epoch milliseconds`);
+  if (!Number.isFinite(ms) || Math.abs(ms) > MAX_EPOCH_MS)
+    throw new AppError(ErrorCode.INVALID_REQUEST, `${name} must be an ISO 8601 time or epoch milliseconds`);
   return ms;
 }
 

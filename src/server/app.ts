@@ -113,9 +113,6 @@ export function toAppError(err: unknown): AppError {
     case 'ERR_STREAM_PREMATURE_CLOSE':
       return new AppError(ErrorCode.UPLOAD_ABORTED, 'the request was interrupted');
   }
-  if (e?.message === 'Unexpected end of form' || e?.message === 'Multipart: Boundary not found' || e?.message === 'Malformed part header') {
-    return new AppError(ErrorCode.INVALID_REQUEST, `malformed multipart body: ${e.message}`);
-  }
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     return new AppError(ErrorCode.INVALID_REQUEST, e.message);
   }

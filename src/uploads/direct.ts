@@ -12,6 +12,8 @@ import type { Run } from './runs.js';
 
 /** S3 refuses presigned URLs valid for more than 7 days. */
 export const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
+/** The extra fields of a telemetry event, as JSON, are kept up to this many bytes. */
+export const MAX_TELEMETRY_EXTRAS = 4096;
 const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export type TelemetryEvent = Selectable<TelemetryEventsTable>;
@@ -190,7 +192,14 @@ export class DirectUploads {
     if (durationMs !== null && (!Number.isFinite(durationMs) || durationMs < 0))
       throw new AppError(ErrorCode.INVALID_REQUEST, 'durationMs must be a non-negative number');
     const { event: _e, key: _k, size: _s, durationMs: _d, ...rest } = body;
-    const detail = Object.keys(rest).length > 0 ? JSON.stringify(rest).slice(0, 4096) : null;
+    const detail = Object.keys(rest).length > 0 ? JSON.stringify(rest) : null;
+    // Stored whole or not at all: a cut JSON text could never be read back.
+    if (detail !== null && Buffer.byteLength(detail) > MAX_TELEMETRY_EXTRAS) {
+      throw new AppError(
+        ErrorCode.INVALID_REQUEST,
+        `the event's extra fields take ${Buffer.byteLength(detail)} bytes as JSON; at most ${MAX_TELEMETRY_EXTRAS} are kept`,
+      );
+    }
 
     let runId: string | null = null;
     let outcome: string | null = null;

@@ -6,6 +6,7 @@ import { databaseUnavailable } from '../db/index.js';
 import type { RunKind } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { StorageBackend } from '../storage/types.js';
+import { plainText } from '../validate.js';
 import { feed, release } from './body.js';
 import { validateContentType } from './content-type.js';
 import { KeyLocks } from './key-locks.js';
@@ -38,6 +39,8 @@ export interface IngestRequest {
   queuedRun?: Run | undefined;
   /** Aborts when the request body stops arriving (its reason, REQUEST_TIMEOUT, fails the upload). */
   signal?: AbortSignal | undefined;
+  /** The protocol's reading of its body stream's own errors (a truncated or malformed form part). */
+  bodyError?: ((err: unknown) => AppError) | undefined;
 }
 
 /**
@@ -195,6 +198,7 @@ export class UploadPipeline {
       const resolved = this.keyFor(client, req.path);
       this.checkDeclaredSize(client, req.declaredSize);
       req.contentType = validateContentType(req.contentType);
+      req.filename = plainText('filename', req.filename);
       return resolved;
     });
 
@@ -278,7 +282,7 @@ export class UploadPipeline {
       this.emitFinished(done, 'succeeded');
       return { run_id: run.run_id, s3_key: key, path, size: put.size, sha256: received.sha256 };
     } catch (err) {
-      const reported = abortedAs(err, req.body);
+      const reported = abortedAs(err, req.body, req.bodyError);
       release(req.body);
       throw await this.fail(run, reported);
     } finally {
@@ -322,20 +326,14 @@ function readSmallBody(body: Readable, size: number, signal?: AbortSignal): Prom
   });
 }
 
-const MALFORMED_MULTIPART = /unexpected end of (multipart data|form)|terminated early due to unexpected end|malformed part header|boundary not found/i;
-
-/** A multipart parser's complaint about the body itself (bad boundary, truncated form): the client's fault. */
-export function malformedMultipart(err: unknown): AppError | undefined {
-  const message = (err as Error | undefined)?.message;
-  if (typeof message !== 'string' || !MALFORMED_MULTIPART.test(message)) return undefined;
-  return new AppError(ErrorCode.INVALID_REQUEST, `malformed multipart body: ${message}`, undefined, { cause: err });
-}
-
-/** A body that ended early (client went away) is reported as UPLOAD_ABORTED, not a server fault. */
-function abortedAs(err: unknown, body: Readable): unknown {
+/**
+ * What a failure means for the client: our own errors as they are; a failure
+ * of the body stream itself in the protocol's terms (`bodyError`), else as an
+ * interrupted upload (UPLOAD_ABORTED, not a server fault).
+ */
+function abortedAs(err: unknown, body: Readable, bodyError: ((err: unknown) => AppError) | undefined): unknown {
   if (isAppError(err)) return err;
-  const malformed = malformedMultipart(err) ?? malformedMultipart(body.errored);
-  if (malformed) return malformed;
+  if (body.errored && bodyError) return bodyError(body.errored);
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.name === 'AbortError' || body.errored) {
     return new AppError(ErrorCode.UPLOAD_ABORTED, 'the upload was interrupted before it completed', undefined, { cause: err });

@@ -375,7 +375,14 @@ export class ResumableEngine {
     sessionId: string,
     partNumber: number,
     body: Readable,
-    opts: { length?: number | undefined; md5?: string | undefined; sha256?: string | undefined; signal?: AbortSignal | undefined },
+    opts: {
+      length?: number | undefined;
+      md5?: string | undefined;
+      sha256?: string | undefined;
+      signal?: AbortSignal | undefined;
+      /** The protocol's reading of its body stream's own errors (a malformed form part). */
+      bodyError?: ((err: unknown) => AppError) | undefined;
+    },
     now = Date.now(),
   ): Promise<{ chunk_number: number; status: 'received' | 'duplicate' | 'replaced'; md5: string; sha256: string; size: number }> {
     const s = await this.owned(client, sessionId);
@@ -432,9 +439,11 @@ export class ResumableEngine {
       await flowing;
     } catch (err) {
       const cause = bodyError ?? err;
+      const failedBody = body.errored;
       release(body);
       hasher.destroy();
       await this.dropPart(s.session_id, partNumber);
+      if (!isAppError(cause) && failedBody && opts.bodyError) throw opts.bodyError(failedBody);
       throw abortedOr(cause);
     }
     if (opts.md5 !== undefined && hasher.md5 !== opts.md5) {

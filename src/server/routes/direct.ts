@@ -6,7 +6,7 @@ import { AppError, ErrorCode } from '../../errors.js';
 import { DirectUploads, loadSigningSecret } from '../../uploads/direct.js';
 import type { IngestResult } from '../../uploads/pipeline.js';
 import type { AppContext } from '../app.js';
-import { MULTIPART_SLACK, requireClient, uploadResponse } from './uploads.js';
+import { formError, formParts, MULTIPART_SLACK, requireClient, uploadResponse } from './uploads.js';
 
 const services = new WeakMap<AppContext, DirectUploads>();
 
@@ -83,7 +83,7 @@ export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
         if (!request.isMultipart()) throw new AppError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, 'POST /runs/upload takes multipart/form-data (key, then file)');
         let token: string | undefined;
         let result: IngestResult | undefined;
-        for await (const part of request.parts({ limits: { fileSize: client.maxFileSize + 1 } })) {
+        for await (const part of formParts(request, { fileSize: client.maxFileSize + 1 })) {
           if (part.type === 'field') {
             if (part.fieldname === 'key') token = String(part.value);
             continue;
@@ -102,6 +102,7 @@ export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
             filename: part.filename || undefined,
             queuedRun: run,
             signal: request.bodyIdle,
+            bodyError: formError,
           });
         }
         if (!result) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "file" field');

@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import type { BodyChecksum, ResumableEngine } from '../../uploads/resumable.js';
+import { textSchema } from '../../validate.js';
 import type { AppContext } from '../app.js';
 import { settleUnreadBody } from '../request-body.js';
 
@@ -24,6 +25,8 @@ export const tusContext = new AsyncLocalStorage<TusRequestContext>();
 export const TUS_CHECKSUM_ALGORITHMS = ['sha1', 'sha256', 'md5'].filter((a) => getHashes().includes(a));
 
 export const TUS_PATH = '/tus';
+
+const tusIdParams = { type: 'object', properties: { '*': textSchema({ maxLength: 128 }) } } as const;
 
 export class TusError extends Error {
   constructor(
@@ -87,7 +90,7 @@ export async function tusRoutes(app: FastifyInstance, { ctx, engine }: { ctx: Ap
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
     for (const url of [TUS_PATH, `${TUS_PATH}/*`]) {
-      scope.route({ method: ['POST', 'HEAD', 'PATCH', 'DELETE'], url, config: { auth: 'client' }, handler: handle });
+      scope.route({ method: ['POST', 'HEAD', 'PATCH', 'DELETE'], url, config: { auth: 'client' }, schema: { params: tusIdParams }, handler: handle });
       // Discovery (OPTIONS) answers without a key, for CORS preflights.
       scope.route({ method: 'OPTIONS', url, config: { auth: 'none' }, handler: handle });
     }
