@@ -12,18 +12,17 @@ import type { FlagStore } from '../flags/store.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ReportStore } from '../reports/store.js';
 import type { Sweeper } from '../retention/sweeper.js';
-import { expiredSessionsTask } from '../retention/tasks.js';
 import type { RunQuery } from '../runs/query.js';
 import type { StorageBackend } from '../storage/types.js';
-import { orphanedRunsTask } from '../uploads/orphans.js';
+import type { DirectUploads } from '../uploads/direct.js';
 import type { UploadPipeline } from '../uploads/pipeline.js';
-import { ResumableEngine } from '../uploads/resumable.js';
+import type { ResumableEngine } from '../uploads/resumable.js';
 import type { RunStore } from '../uploads/runs.js';
 import { authenticate, secretEquals } from './auth.js';
 import { settleUnreadBody, watchBodyIdle } from './request-body.js';
 import { chunkedRoutes } from './routes/chunked.js';
 import { clientRoutes } from './routes/clients.js';
-import { directRoutes, directUploads } from './routes/direct.js';
+import { directRoutes } from './routes/direct.js';
 import { flagRoutes } from './routes/flags.js';
 import { healthRoutes } from './routes/health.js';
 import { objectRoutes } from './routes/objects.js';
@@ -63,6 +62,10 @@ export interface AppContext {
   runs: RunStore;
   storage: StorageBackend;
   pipeline: UploadPipeline;
+  /** The resumable-upload engine (chunked, tus). */
+  engine: ResumableEngine;
+  /** Direct uploads (presigned PUT, signed form key) and their telemetry. */
+  direct: DirectUploads;
   logger: Logger;
   instanceId: string;
   /** Set when shutdown begins; new requests are refused with SHUTTING_DOWN. */
@@ -234,29 +237,11 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   await app.register(observabilityRoutes, { ctx });
   await app.register(uploadRoutes, { ctx });
   await app.register(objectRoutes, { ctx });
-  // Resumable (chunked, tus) and direct uploads. The engine's sweep of
-  // expired sessions runs on its own timer (uploads.sweep_interval_seconds).
-  const resumable = new ResumableEngine(ctx.db.db, ctx.pipeline, {
-    sessionTtlMs: config.raw.uploads.session_ttl_hours * 3600 * 1000,
-    sweepIntervalMs: config.raw.uploads.sweep_interval_seconds * 1000,
-    logger: ctx.logger,
-  });
-  app.decorate('resumable', resumable);
-  // Also a task of the retention sweeper, so `s3up-server sweep` and its report include it.
-  ctx.sweeper.addTask(expiredSessionsTask(resumable));
-  ctx.sweeper.addTask(
-    orphanedRunsTask({
-      pipeline: ctx.pipeline,
-      direct: directUploads(ctx),
-      clients: config.clients,
-      heartbeatMs: config.raw.uploads.heartbeat_seconds * 1000,
-    }),
-  );
-  app.addHook('onClose', async () => resumable.stop());
-  await app.register(chunkedRoutes, { ctx, engine: resumable });
-  await app.register(tusRoutes, { ctx, engine: resumable });
+  // Resumable (chunked, tus) and direct uploads.
+  app.decorate('resumable', ctx.engine);
+  await app.register(chunkedRoutes, { ctx, engine: ctx.engine });
+  await app.register(tusRoutes, { ctx, engine: ctx.engine });
   await app.register(directRoutes, { ctx });
   await app.register(telemetryRoutes, { ctx });
-  resumable.start();
   return app;
 }

@@ -2,7 +2,7 @@ import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from
 import { mkdir, open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Kysely, Selectable } from 'kysely';
-import type { ResolvedClient } from '../config/load.js';
+import type { ResolvedClient, ResolvedConfig } from '../config/load.js';
 import type { Database, TelemetryEventsTable } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
 import { validateContentType } from './content-type.js';
@@ -67,6 +67,24 @@ export async function loadSigningSecret(configured: string, dir: string): Promis
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return Buffer.from((await readFile(file, 'utf8')).trim(), 'hex');
     throw err;
   }
+}
+
+/**
+ * The form-key secret of a configuration, loaded on first use: configured, or
+ * on the filesystem generated once and kept under the storage root (so every
+ * gateway on that root agrees), or on S3 random per process.
+ */
+export function signingSecret(config: ResolvedConfig): () => Promise<Buffer> {
+  const u = config.raw.uploads;
+  const storage = config.storage;
+  let secret: Promise<Buffer> | undefined;
+  return () => {
+    secret ??=
+      storage.backend === 'fs'
+        ? loadSigningSecret(u.direct_signing_secret, path.join(storage.root, '.s3up-tmp', 'secrets'))
+        : Promise.resolve(u.direct_signing_secret !== '' ? Buffer.from(u.direct_signing_secret) : randomBytes(32));
+    return secret;
+  };
 }
 
 /**

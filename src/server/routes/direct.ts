@@ -1,35 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance } from 'fastify';
 import { AppError, ErrorCode } from '../../errors.js';
-import { DirectUploads, loadSigningSecret } from '../../uploads/direct.js';
 import type { IngestResult } from '../../uploads/pipeline.js';
 import type { AppContext } from '../app.js';
 import { formError, formParts, MULTIPART_SLACK, requireClient, uploadResponse } from './uploads.js';
-
-const services = new WeakMap<AppContext, DirectUploads>();
-
-/** One DirectUploads per app (shared by /runs/upload-url, /runs/upload and /telemetry). */
-export function directUploads(ctx: AppContext): DirectUploads {
-  let svc = services.get(ctx);
-  if (!svc) {
-    const u = ctx.config.raw.uploads;
-    const storage = ctx.config.storage;
-    let secret: Promise<Buffer> | undefined;
-    const getSecret = (): Promise<Buffer> => {
-      // Filesystem: kept under the storage root, so every gateway on that root agrees.
-      secret ??=
-        storage.backend === 'fs'
-          ? loadSigningSecret(u.direct_signing_secret, path.join(storage.root, '.s3up-tmp', 'secrets'))
-          : Promise.resolve(u.direct_signing_secret !== '' ? Buffer.from(u.direct_signing_secret) : randomBytes(32));
-      return secret;
-    };
-    svc = new DirectUploads(ctx.db.db, ctx.pipeline, getSecret, u.direct_url_ttl_seconds);
-    services.set(ctx, svc);
-  }
-  return svc;
-}
 
 /**
  * Direct uploads (spec 000):
@@ -39,7 +13,7 @@ export function directUploads(ctx: AppContext): DirectUploads {
  *   POST /runs/upload   multipart: key, then file (through the one upload pipeline)
  */
 export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }) {
-  const direct = directUploads(ctx);
+  const { direct } = ctx;
 
   app.post(
     '/runs/upload-url',

@@ -1,7 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { MAX_EPOCH_MS, textSchema } from '../../validate.js';
 import type { AppContext } from '../app.js';
-import { directUploads } from './direct.js';
 import { requireClient } from './uploads.js';
 
 /**
@@ -10,7 +9,7 @@ import { requireClient } from './uploads.js';
  * GET /telemetry?event=&limit=&before=: the calling client's events, newest first.
  */
 export async function telemetryRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }) {
-  const direct = directUploads(ctx);
+  const { direct } = ctx;
   app.post(
     '/telemetry',
     {
