@@ -15,6 +15,7 @@ import type { Sweeper } from '../retention/sweeper.js';
 import type { RunQuery } from '../runs/query.js';
 import type { StorageBackend } from '../storage/types.js';
 import type { DirectUploads } from '../uploads/direct.js';
+import { exceeds, tooLarge } from '../uploads/limits.js';
 import type { UploadPipeline } from '../uploads/pipeline.js';
 import type { ResumableEngine } from '../uploads/resumable.js';
 import type { RunStore } from '../uploads/runs.js';
@@ -189,12 +190,9 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     const slack = request.routeOptions.config.uploadSlack;
     if (slack !== undefined) {
       const len = request.headers['content-length'];
-      if (len !== undefined && Number(len) > request.client.maxFileSize + slack) {
-        const refusal = new AppError(
-          ErrorCode.PAYLOAD_TOO_LARGE,
-          `the request body (${len} bytes) exceeds this client's limit of ${request.client.maxFileSize} bytes`,
-          { limit: request.client.maxFileSize },
-        );
+      // The early 413: a declared body over the limit is refused before a byte of it is read.
+      if (len !== undefined && exceeds(request.client, Number(len), slack)) {
+        const refusal = tooLarge(request.client, `the request body (${len} bytes)`);
         // Recorded like every other authenticated attempt (the refusal carries its run_id).
         const kind = request.routeOptions.config.uploadKind;
         if (kind === undefined) throw refusal;

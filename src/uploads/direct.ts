@@ -7,6 +7,7 @@ import type { Database, TelemetryEventsTable } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
 import { validateContentType } from './content-type.js';
 import { clientPrefix } from './keys.js';
+import { checkSize, exceeds, tooLarge } from './limits.js';
 import type { UploadPipeline } from './pipeline.js';
 import type { Run } from './runs.js';
 
@@ -150,7 +151,7 @@ export class DirectUploads {
     }
     const { path: rel, key } = await this.pipeline.admit(client, { kind: 'direct', path: relPath, size }, () => {
       const resolved = this.pipeline.keyFor(client, relPath);
-      this.pipeline.checkDeclaredSize(client, size);
+      checkSize(client, size);
       contentType = validateContentType(contentType) ?? 'application/octet-stream';
       return resolved;
     });
@@ -226,7 +227,7 @@ export class DirectUploads {
       if (key === null) throw new AppError(ErrorCode.INVALID_REQUEST, 'upload_complete needs the key the upload was issued');
       const run = await this.findDirectRun(client, key);
       runId = run.run_id;
-      const settled = await this.settle(run, size, client.maxFileSize);
+      const settled = await this.settle(run, size, client);
       outcome = settled.outcome;
       runStatus = settled.run.status;
     }
@@ -266,7 +267,7 @@ export class DirectUploads {
     return run;
   }
 
-  async settle(run: Run, reported: number | null, limit: number): Promise<{ outcome: string; run: Run }> {
+  async settle(run: Run, reported: number | null, client: ResolvedClient | undefined): Promise<{ outcome: string; run: Run }> {
     const info = await this.pipeline.storage.head(run.object_key);
     const expected = run.status === 'succeeded' ? run.size : (run.size ?? reported);
     let outcome: string;
@@ -280,10 +281,13 @@ export class DirectUploads {
         ErrorCode.SIZE_MISMATCH,
         `the stored object has ${info.size} bytes; ${expected !== null ? `the upload was issued for ${expected}` : ''}${reported !== null ? ` the client reported ${reported}` : ''}`.trim(),
       );
-    } else if (info.size > limit) {
-      // A store that does not enforce the signed length (or a URL without one) must not let it through.
+    } else if (client === undefined || exceeds(client, info.size)) {
+      // A store that does not enforce the signed length (or a URL without one) must not let it through;
+      // neither may the upload of a client no longer configured.
       outcome = 'too_large';
-      error = new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the stored object has ${info.size} bytes, over this client's limit of ${limit} bytes`, { limit });
+      error = client
+        ? tooLarge(client, `the stored object (${info.size} bytes)`)
+        : new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'the client is no longer configured');
     } else {
       outcome = 'verified';
     }
@@ -331,7 +335,7 @@ export class DirectUploads {
    * what the store holds (an object within the limits succeeds, with its
    * checksum; none fails the run as expired unused).
    */
-  async settleLapsed(run: Run, limit: number): Promise<Run> {
+  async settleLapsed(run: Run, client: ResolvedClient | undefined): Promise<Run> {
     const info = await this.pipeline.storage.head(run.object_key);
     if (!info) {
       const err = new AppError(ErrorCode.UPLOAD_KEY_EXPIRED, 'the direct upload URL expired and nothing was uploaded');
@@ -339,7 +343,7 @@ export class DirectUploads {
       this.pipeline.emitFinished(failed, 'failed', err.code);
       return failed;
     }
-    return (await this.settle(run, null, limit)).run;
+    return (await this.settle(run, null, client)).run;
   }
 
   async list(client: ResolvedClient, opts: { limit?: number; event?: string | undefined; before?: number | undefined }): Promise<TelemetryEvent[]> {

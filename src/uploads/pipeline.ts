@@ -11,6 +11,7 @@ import { feed, release } from './body.js';
 import { validateContentType } from './content-type.js';
 import { KeyLocks } from './key-locks.js';
 import { objectKey } from './keys.js';
+import { checkSize } from './limits.js';
 import { Meter } from './meter.js';
 import type { Run, RunStore } from './runs.js';
 
@@ -102,14 +103,6 @@ export class UploadPipeline {
     return objectKey(this.pathPrefix, client.name, path);
   }
 
-  checkDeclaredSize(client: ResolvedClient, size: number | undefined): void {
-    if (size !== undefined && size > client.maxFileSize) {
-      throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the file (${size} bytes) exceeds this client's limit of ${client.maxFileSize} bytes`, {
-        limit: client.maxFileSize,
-      });
-    }
-  }
-
   /**
    * Every authenticated attempt gets a run: one refused before it started
    * (invalid path, declared size over the limit, invalid size or content type)
@@ -196,7 +189,7 @@ export class UploadPipeline {
     const { client } = req;
     const { path, key } = await this.admit(client, { kind: req.kind, path: req.path, size: req.declaredSize }, () => {
       const resolved = this.keyFor(client, req.path);
-      this.checkDeclaredSize(client, req.declaredSize);
+      checkSize(client, req.declaredSize);
       req.contentType = validateContentType(req.contentType);
       req.filename = plainText('filename', req.filename);
       return resolved;
@@ -232,7 +225,7 @@ export class UploadPipeline {
         source = buf;
         received = { bytes: buf.length, sha256: createHash('sha256').update(buf).digest('hex') };
       } else {
-        const meter = new Meter(client.maxFileSize);
+        const meter = new Meter(client);
         // A client abort fails the meter; the meter passing the limit stops reading the body (never resets the connection).
         feed(req.body, meter, req.signal).catch(() => {});
         source = meter;

@@ -8,6 +8,7 @@ import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { MultipartCapability, StorageBackend, StoredPart } from '../storage/types.js';
 import { feed, release } from './body.js';
 import { validateContentType } from './content-type.js';
+import { checkSize } from './limits.js';
 import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
 
@@ -254,7 +255,7 @@ export class ResumableEngine {
     const { path, key, chunkSize, totalChunks } = await this.pipeline.admit(client, { kind: req.protocol, path: req.path, size: req.fileSize }, () => {
       const resolved = this.pipeline.keyFor(client, req.path);
       if (!Number.isSafeInteger(req.fileSize) || req.fileSize < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'file_size must be a non-negative integer');
-      this.pipeline.checkDeclaredSize(client, req.fileSize);
+      checkSize(client, req.fileSize);
       req.contentType = validateContentType(req.contentType);
       const chunkSize = this.negotiateChunkSize(req.fileSize, req.preferredChunkSize);
       return { ...resolved, chunkSize, totalChunks: totalChunksFor(req.fileSize, chunkSize) };

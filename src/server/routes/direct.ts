@@ -57,7 +57,7 @@ export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
         if (!request.isMultipart()) throw new AppError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, 'POST /runs/upload takes multipart/form-data (key, then file)');
         let token: string | undefined;
         let result: IngestResult | undefined;
-        for await (const part of formParts(request, { fileSize: client.maxFileSize + 1 })) {
+        for await (const part of formParts(request)) {
           if (part.type === 'field') {
             if (part.fieldname === 'key') token = String(part.value);
             continue;

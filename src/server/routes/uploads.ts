@@ -77,9 +77,13 @@ export function formError(err: unknown): AppError {
   return new AppError(ErrorCode.INVALID_REQUEST, `malformed multipart body: ${message}`, undefined, { cause: err });
 }
 
-/** The parts of a form, with the parser's errors translated by `formError`. */
-export function formParts(request: FastifyRequest, limits: { fileSize: number }): AsyncIterableIterator<Multipart> {
-  const parts = request.parts({ limits })[Symbol.asyncIterator]();
+/**
+ * The parts of a form, with the parser's errors translated by `formError`.
+ * Without `fileSize` the parser puts no limit on a file (its default would be
+ * the 1 MiB body limit): the pipeline's meter enforces the client's limit.
+ */
+export function formParts(request: FastifyRequest, limits: { fileSize?: number } = {}): AsyncIterableIterator<Multipart> {
+  const parts = request.parts({ limits: { fileSize: limits.fileSize ?? Number.POSITIVE_INFINITY } })[Symbol.asyncIterator]();
   const it: AsyncIterableIterator<Multipart> = {
     next: () =>
       parts.next().catch((err: unknown) => {
@@ -100,7 +104,8 @@ export function formParts(request: FastifyRequest, limits: { fileSize: number })
 async function readForm(ctx: AppContext, client: ResolvedClient, request: FastifyRequest): Promise<IngestResult> {
   let path: string | undefined = (request.query as { path?: string }).path;
   let expected = headerString(request, CHECKSUM_HEADER);
-  const parts = formParts(request, { fileSize: client.maxFileSize + 1 });
+  // No parser limit on the file: the pipeline's meter enforces the client's limit.
+  const parts = formParts(request);
   for (;;) {
     const next = await parts.next();
     if (next.done) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "file" field');
