@@ -5,9 +5,8 @@ import type { Kysely, Selectable } from 'kysely';
 import type { ResolvedClient, ResolvedConfig } from '../config/load.js';
 import type { Database, TelemetryEventsTable } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
-import { validateContentType } from './content-type.js';
 import { clientPrefix } from './keys.js';
-import { checkSize, exceeds, tooLarge } from './limits.js';
+import { exceeds, tooLarge } from './limits.js';
 import type { UploadPipeline } from './pipeline.js';
 import type { Run } from './runs.js';
 
@@ -144,33 +143,13 @@ export class DirectUploads {
     }
     if (relPath === undefined) throw new AppError(ErrorCode.PATH_REQUIRED, 'send {runId} or {path, size, content_type}');
     contentType ??= 'application/octet-stream';
-    let size: number | undefined;
-    if (req.size !== undefined && req.size !== null) {
-      size = Number(req.size);
-      if (!Number.isSafeInteger(size) || size < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'size must be a non-negative integer');
-    }
-    const { path: rel, key } = await this.pipeline.admit(client, { kind: 'direct', path: relPath, size }, () => {
-      const resolved = this.pipeline.keyFor(client, relPath);
-      checkSize(client, size);
-      contentType = validateContentType(contentType) ?? 'application/octet-stream';
-      return resolved;
-    });
+    const size = req.size === undefined || req.size === null ? undefined : Number(req.size);
+    const admitted = await this.pipeline.admit(client, { kind: 'direct', path: relPath, size, contentType });
+    const { path: rel, key } = admitted;
+    contentType = admitted.contentType ?? 'application/octet-stream';
     const ttl = this.effectiveTtl();
     const expiresAt = now + ttl * 1000;
-    const run = await this.pipeline.runs.create(
-      {
-        client: client.name,
-        kind: 'direct',
-        path: rel,
-        objectKey: key,
-        status: 'queued',
-        expiresAt,
-        size: size ?? null,
-        contentType,
-        filename: rel.split('/').pop() ?? null,
-      },
-      now,
-    );
+    const run = await this.pipeline.open(client, { ...admitted, contentType }, { status: 'queued', expiresAt, filename: rel.split('/').pop() ?? null, now });
     const presign = this.pipeline.storage.presign;
     if (this.pipeline.storage.kind === 's3' && presign) {
       const signed = await presign.presignPut(key, { size, contentType, expiresInSeconds: ttl });
@@ -295,9 +274,7 @@ export class DirectUploads {
     if (error) {
       // A wrong-size object must not stay at the key as if it were the upload.
       if (outcome === 'size_mismatch' || outcome === 'too_large') await this.pipeline.storage.delete(run.object_key).catch(() => {});
-      const failed = await this.pipeline.runs.transition(run.run_id, 'failed', { errorCode: error.code, errorMessage: error.message });
-      this.pipeline.emitFinished(failed, 'failed', error.code);
-      return { outcome, run: failed };
+      return { outcome, run: await this.pipeline.failed(run, error) };
     }
     // The store's bytes are hashed once here, so the object row holds a checksum a client can compute.
     const release = await this.pipeline.keyLocks.acquire(run.object_key);
@@ -308,25 +285,20 @@ export class DirectUploads {
       const h = createHash('sha256');
       for await (const chunk of got.body) h.update(chunk as Buffer);
       const sha256 = h.digest('hex');
-      ok = await this.pipeline.runs.transition(run.run_id, 'succeeded', {
+      ok = await this.pipeline.commit(run.run_id, {
+        object_key: run.object_key,
+        client: run.client,
+        path: run.path,
         size: got.info.size,
         sha256,
-        object: {
-          object_key: run.object_key,
-          client: run.client,
-          path: run.path,
-          size: got.info.size,
-          sha256,
-          checksum: sha256,
-          checksum_algorithm: 'sha256',
-          chunk_size: null,
-          content_type: run.content_type,
-        },
+        checksum: sha256,
+        checksum_algorithm: 'sha256',
+        chunk_size: null,
+        content_type: run.content_type,
       });
     } finally {
       release();
     }
-    this.pipeline.emitFinished(ok, 'succeeded');
     return { outcome, run: ok };
   }
 
@@ -338,10 +310,7 @@ export class DirectUploads {
   async settleLapsed(run: Run, client: ResolvedClient | undefined): Promise<Run> {
     const info = await this.pipeline.storage.head(run.object_key);
     if (!info) {
-      const err = new AppError(ErrorCode.UPLOAD_KEY_EXPIRED, 'the direct upload URL expired and nothing was uploaded');
-      const failed = await this.pipeline.runs.transition(run.run_id, 'failed', { errorCode: err.code, errorMessage: err.message });
-      this.pipeline.emitFinished(failed, 'failed', err.code);
-      return failed;
+      return this.pipeline.failed(run, new AppError(ErrorCode.UPLOAD_KEY_EXPIRED, 'the direct upload URL expired and nothing was uploaded'));
     }
     return (await this.settle(run, null, client)).run;
   }

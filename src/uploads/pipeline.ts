@@ -13,7 +13,7 @@ import { KeyLocks } from './key-locks.js';
 import { objectKey } from './keys.js';
 import { checkSize } from './limits.js';
 import { Meter } from './meter.js';
-import type { Run, RunStore } from './runs.js';
+import type { Run, RunStore, StoredObject } from './runs.js';
 
 export interface IngestRequest {
   client: ResolvedClient;
@@ -75,11 +75,51 @@ export interface UploadObserver {
   finished?(run: Run, outcome: 'succeeded' | 'failed', errorCode?: string): void;
 }
 
+/** What a client asks to upload, as every protocol states it (before admission). */
+export interface Attempt {
+  kind: RunKind;
+  /** Client-relative path. */
+  path: unknown;
+  /** Declared size in bytes, when the protocol declares one. */
+  size?: number | undefined;
+  /** The field the size came from, for the refusal message. */
+  sizeField?: string | undefined;
+  contentType?: string | undefined;
+  filename?: string | undefined;
+}
+
+/** An attempt that passed admission: its key and validated fields. */
+export interface Admitted {
+  kind: RunKind;
+  path: string;
+  key: string;
+  size: number | undefined;
+  contentType: string | undefined;
+  filename: string | undefined;
+}
+
 /**
- * The one upload pipeline: authorize (done by the caller) -> resolve and
- * validate the key -> check limits -> stream through the meter (size limit +
- * SHA-256) -> backend (atomic publish) -> record. Every protocol adapter
- * (multipart form, raw PUT, direct form, ...) is a thin layer over `ingest`.
+ * The one upload lifecycle, for every protocol (multipart form, raw PUT,
+ * chunked, tus, presigned PUT, signed form):
+ *
+ * 1. authorize: the `onRequest` hook (client key; a declared Content-Length
+ *    over the limit is refused there, before the body is read);
+ * 2. `admit`: the key (validated path), the declared size against the
+ *    client's limit (uploads/limits.ts), the content type, the filename, and
+ *    a protocol's own checks; a refusal is recorded as a failed run;
+ * 3. `open`: the run (`processing` when bytes flow now, `queued` for a direct
+ *    upload whose bytes go to the store later);
+ * 4. bytes: `ingest` streams a whole body through the meter (limit + SHA-256)
+ *    into the store's atomic put; chunked and tus write parts through the
+ *    resumable engine; direct uploads go to the store itself;
+ * 5. `commit`: under the key's publish lock, the run succeeds and the key's
+ *    object row is written in one transaction;
+ * 6. `fail`: any failure (refused mid-body, cut when idle, store or database
+ *    down, expired session or URL, gateway gone) settles the run as failed
+ *    with its error code.
+ *
+ * `RunStore` is the only writer of runs; a protocol adapter only translates
+ * its wire format into these calls.
  */
 export class UploadPipeline {
   private readonly observers: UploadObserver[] = [];
@@ -142,14 +182,65 @@ export class UploadPipeline {
     }
   }
 
-  /** Run `check` (admission); a refusal it throws is recorded (see `refuse`). */
-  async admit<T>(client: ResolvedClient, attempt: { kind: RunKind; path: unknown; size?: number | undefined }, check: () => T): Promise<T> {
+  /**
+   * Admission, the same for every protocol: the key, the declared size against
+   * the client's limit, the content type and filename, then `more` (a
+   * protocol's own checks). A refusal is recorded (see `refuse`).
+   */
+  async admit<T extends object = object>(client: ResolvedClient, attempt: Attempt, more?: (admitted: Admitted) => T): Promise<Admitted & T> {
     try {
-      return check();
+      const { path, key } = this.keyFor(client, attempt.path);
+      const size = attempt.size;
+      if (size !== undefined && (!Number.isSafeInteger(size) || size < 0)) {
+        throw new AppError(ErrorCode.INVALID_REQUEST, `${attempt.sizeField ?? 'size'} must be a non-negative integer`);
+      }
+      checkSize(client, size);
+      const admitted: Admitted = {
+        kind: attempt.kind,
+        path,
+        key,
+        size,
+        contentType: validateContentType(attempt.contentType),
+        filename: plainText('filename', attempt.filename),
+      };
+      return { ...admitted, ...(more?.(admitted) ?? ({} as T)) };
     } catch (err) {
       if (!isAppError(err)) throw err;
       throw await this.refuse(client, attempt, err);
     }
+  }
+
+  /** The run of an admitted upload: `processing` (its bytes flow now, through this gateway) or `queued` (a direct upload). */
+  open(
+    client: ResolvedClient,
+    a: Admitted,
+    opts: { status: 'processing' | 'queued'; expiresAt?: number; filename?: string | null; now?: number },
+  ): Promise<Run> {
+    return this.runs.create(
+      {
+        client: client.name,
+        kind: a.kind,
+        path: a.path,
+        objectKey: a.key,
+        status: opts.status,
+        owner: opts.status === 'processing' ? this.owner : null,
+        size: a.size ?? null,
+        contentType: a.contentType ?? null,
+        filename: opts.filename === undefined ? (a.filename ?? null) : opts.filename,
+        expiresAt: opts.expiresAt ?? null,
+      },
+      opts.now,
+    );
+  }
+
+  /**
+   * The upload is stored: the run succeeds and the key's object row is written
+   * with it (one transaction). The caller holds the key's publish lock.
+   */
+  async commit(runId: string, object: Omit<StoredObject, 'run_id' | 'uploaded_at'>, now = Date.now()): Promise<Run> {
+    const done = await this.runs.transition(runId, 'succeeded', { size: object.size, sha256: object.sha256, object }, now);
+    this.emitFinished(done, 'succeeded');
+    return done;
   }
 
   /** Count a request whose body is arriving (shutdown waits for these; the in-flight gauge shows them); call the result when it ends. */
@@ -165,6 +256,13 @@ export class UploadPipeline {
 
   emitFinished(run: Run, outcome: 'succeeded' | 'failed', errorCode?: string): void {
     for (const o of this.observers) o.finished?.(run, outcome, errorCode);
+  }
+
+  /** Settle `run` as failed with `err`; the failed run (it throws when the record cannot be written). */
+  async failed(run: Run, err: AppError): Promise<Run> {
+    const done = await this.runs.transition(run.run_id, 'failed', { errorCode: err.code, errorMessage: err.message });
+    this.emitFinished(done, 'failed', err.code);
+    return done;
   }
 
   /** Record a failure on `run` and return the error to throw (with the run id attached). */
@@ -187,28 +285,20 @@ export class UploadPipeline {
 
   async ingest(req: IngestRequest): Promise<IngestResult> {
     const { client } = req;
-    const { path, key } = await this.admit(client, { kind: req.kind, path: req.path, size: req.declaredSize }, () => {
-      const resolved = this.keyFor(client, req.path);
-      checkSize(client, req.declaredSize);
-      req.contentType = validateContentType(req.contentType);
-      req.filename = plainText('filename', req.filename);
-      return resolved;
+    const admitted = await this.admit(client, {
+      kind: req.kind,
+      path: req.path,
+      size: req.declaredSize,
+      contentType: req.contentType,
+      filename: req.filename,
     });
+    const { path, key } = admitted;
+    req.contentType = admitted.contentType;
 
     const small = req.declaredSize !== undefined && req.declaredSize <= SMALL_BODY_MAX;
     const runCreated = req.queuedRun
       ? this.runs.transition(req.queuedRun.run_id, 'processing', { owner: this.owner })
-      : this.runs.create({
-          client: client.name,
-          kind: req.kind,
-          path,
-          objectKey: key,
-          status: 'processing',
-          owner: this.owner,
-          size: req.declaredSize ?? null,
-          contentType: req.contentType ?? null,
-          filename: req.filename ?? null,
-        });
+      : this.open(client, admitted, { status: 'processing' });
     // A small body is read while its record is written (one round trip less per
     // upload); a streamed one starts flowing only once the record exists.
     const smallBody = small ? readSmallBody(req.body, req.declaredSize ?? 0, req.signal) : undefined;
@@ -252,27 +342,21 @@ export class UploadPipeline {
           release?.();
           throw err;
         });
-      let done: Run;
       try {
-        done = await this.runs.transition(run.run_id, 'succeeded', {
+        await this.commit(run.run_id, {
+          object_key: key,
+          client: client.name,
+          path,
           size: put.size,
           sha256: received.sha256,
-          object: {
-            object_key: key,
-            client: client.name,
-            path,
-            size: put.size,
-            sha256: received.sha256,
-            checksum: received.sha256,
-            checksum_algorithm: 'sha256',
-            chunk_size: null,
-            content_type: req.contentType ?? null,
-          },
+          checksum: received.sha256,
+          checksum_algorithm: 'sha256',
+          chunk_size: null,
+          content_type: req.contentType ?? null,
         });
       } finally {
         release?.();
       }
-      this.emitFinished(done, 'succeeded');
       return { run_id: run.run_id, s3_key: key, path, size: put.size, sha256: received.sha256 };
     } catch (err) {
       const reported = abortedAs(err, req.body, req.bodyError);

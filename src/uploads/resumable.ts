@@ -7,8 +7,6 @@ import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/sche
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { MultipartCapability, StorageBackend, StoredPart } from '../storage/types.js';
 import { feed, release } from './body.js';
-import { validateContentType } from './content-type.js';
-import { checkSize } from './limits.js';
 import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
 
@@ -252,14 +250,16 @@ export class ResumableEngine {
   }
 
   async init(client: ResolvedClient, req: InitRequest, now = Date.now()): Promise<Session> {
-    const { path, key, chunkSize, totalChunks } = await this.pipeline.admit(client, { kind: req.protocol, path: req.path, size: req.fileSize }, () => {
-      const resolved = this.pipeline.keyFor(client, req.path);
-      if (!Number.isSafeInteger(req.fileSize) || req.fileSize < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'file_size must be a non-negative integer');
-      checkSize(client, req.fileSize);
-      req.contentType = validateContentType(req.contentType);
-      const chunkSize = this.negotiateChunkSize(req.fileSize, req.preferredChunkSize);
-      return { ...resolved, chunkSize, totalChunks: totalChunksFor(req.fileSize, chunkSize) };
-    });
+    const admitted = await this.pipeline.admit(
+      client,
+      { kind: req.protocol, path: req.path, size: req.fileSize, sizeField: 'file_size', contentType: req.contentType },
+      () => {
+        const chunkSize = this.negotiateChunkSize(req.fileSize, req.preferredChunkSize);
+        return { chunkSize, totalChunks: totalChunksFor(req.fileSize, chunkSize) };
+      },
+    );
+    const { path, key, chunkSize, totalChunks } = admitted;
+    req.contentType = admitted.contentType;
     let declared: string | null = null;
     if (req.checksum !== undefined && req.checksum !== '') {
       const c = parseComposite(req.checksum);
@@ -274,19 +274,7 @@ export class ResumableEngine {
     const storeUploadId = await this.mp.create(key, { contentType: req.contentType, partSize: chunkSize, totalSize: req.fileSize });
     let run: Awaited<ReturnType<UploadPipeline['runs']['create']>>;
     try {
-      run = await this.pipeline.runs.create(
-        {
-          client: client.name,
-          kind: req.protocol,
-          path,
-          objectKey: key,
-          status: 'processing',
-          size: req.fileSize,
-          contentType: req.contentType ?? null,
-          filename: path.split('/').pop() ?? null,
-        },
-        now,
-      );
+      run = await this.pipeline.open(client, admitted, { status: 'processing', filename: path.split('/').pop() ?? null, now });
     } catch (err) {
       await this.mp.abort(key, storeUploadId).catch(() => false);
       throw err;
@@ -626,27 +614,21 @@ export class ResumableEngine {
         }
         const emptySha = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
         try {
-          const run = await this.pipeline.runs.transition(
+          await this.pipeline.commit(
             s.run_id,
-            'succeeded',
             {
+              object_key: s.object_key,
+              client: s.client,
+              path: s.path,
               size: total,
-              sha256,
-              object: {
-                object_key: s.object_key,
-                client: s.client,
-                path: s.path,
-                size: total,
-                sha256: s.total_chunks === 0 ? emptySha : sha256,
-                checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
-                checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
-                chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
-                content_type: s.content_type,
-              },
+              sha256: s.total_chunks === 0 ? emptySha : sha256,
+              checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
+              checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
+              chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
+              content_type: s.content_type,
             },
             doneAt,
           );
-          this.pipeline.emitFinished(run, 'succeeded');
         } catch (err) {
           this.opts.logger?.warn({ err, run_id: s.run_id }, 'could not record the completed upload');
         }
