@@ -197,7 +197,7 @@ async function listen(gw: Gateway, release: () => Promise<void>): Promise<Runnin
       logger,
       instanceId: gw.instanceId,
       closing: { value: false },
-      runQuery: new RunQuery(db.db),
+      runQuery: new RunQuery(db.db, gw.runs),
       sweeper,
       reports: new ReportStore(db.db),
       flags,
