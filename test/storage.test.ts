@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pipeline, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import type { ResolvedClient } from '../src/config/load.js';
 import { AppError, ErrorCode } from '../src/errors.js';
 import { FS_TMP_DIR, FsStorage } from '../src/storage/fs.js';
 import { S3Storage } from '../src/storage/s3.js';
@@ -11,6 +12,9 @@ import type { StorageBackend } from '../src/storage/types.js';
 import { Meter } from '../src/uploads/meter.js';
 import { bytes, MiB, readAll, sha256 } from './helpers/http.js';
 import { type S3rverProcess, startS3rver } from './helpers/s3rver.js';
+
+/** A client whose limit is `max` bytes (what the meter checks against). */
+const limited = (max: number): ResolvedClient => ({ name: 'c', keyHash: Buffer.alloc(32), maxFileSize: max, retentionDays: undefined });
 
 /** A body streamed in `chunk`-sized pieces, as a socket would deliver it. */
 function streamOf(data: Buffer, chunk = 64 * 1024): Readable {
@@ -251,12 +255,12 @@ for (const subject of subjects) {
       await s.put('c/verified.bin', streamOf(old));
       for (const size of [200_000, 12 * MiB]) {
         // Over the limit: the meter stops the stream.
-        const over = new Meter(size - 1);
+        const over = new Meter(limited(size - 1));
         pipeline(streamOf(bytes(size)), over, () => {});
         await assert.rejects(s.put('c/verified.bin', over), (e: AppError) => e.code === 'PAYLOAD_TOO_LARGE');
         assert.deepEqual(await read(s, 'c/verified.bin'), old, `${size}: the old object stays after an over-limit body`);
         // A checksum that does not match, found once every byte passed (as the upload pipeline checks it).
-        const meter = new Meter(size);
+        const meter = new Meter(limited(size));
         pipeline(streamOf(bytes(size)), meter, () => {});
         await assert.rejects(
           s.put('c/verified.bin', meter, {
@@ -268,7 +272,7 @@ for (const subject of subjects) {
         );
         assert.equal(meter.bytes, size);
         assert.deepEqual(await read(s, 'c/verified.bin'), old, `${size}: the old object stays after a checksum mismatch`);
-        const fresh = new Meter(size);
+        const fresh = new Meter(limited(size));
         pipeline(streamOf(bytes(size)), fresh, () => {});
         await assert.rejects(
           s.put('c/verified-new.bin', fresh, {

@@ -39,8 +39,8 @@ async function serve(argv: string[]): Promise<void> {
   if (values.port !== undefined && !/^\d+$/.test(values.port)) fail(`--port must be a number, got "${values.port}"`, 2);
   const config = loadConfig({ configPath: values.config, host: values.host, port: values.port === undefined ? undefined : Number(values.port) });
   // Loaded only once the config is valid: a bad config or `keygen` answers without loading the HTTP and S3 stacks.
-  const { startServer } = await import('../server/main.js');
-  const server = await startServer(config);
+  const { createGateway } = await import('../server/main.js');
+  const server = await (await createGateway(config)).listen();
   if (config.devKey) {
     const rel = path.relative(process.cwd(), config.devKey.file) || config.devKey.file;
     process.stdout.write(

@@ -32,6 +32,8 @@ export interface ResolvedConfig {
   port: number;
   tls: { cert: Buffer; key: Buffer } | undefined;
   shutdownGraceMs: number;
+  /** A request body idle this long is cut (server.body_idle_timeout_seconds). */
+  bodyIdleTimeoutMs: number;
   logLevel: Config['server']['log_level'];
   trustProxy: boolean;
   storage: { backend: 'fs'; root: string; pathPrefix: string } | { backend: 's3'; pathPrefix: string; s3: Config['s3'] };
@@ -98,6 +100,7 @@ const ENV_OVERRIDES: Array<[env: string, keyPath: string[]]> = [
   ['HOST', ['server', 'host']],
   ['PORT', ['server', 'port']],
   ['LOG_LEVEL', ['server', 'log_level']],
+  ['BODY_IDLE_TIMEOUT_SECONDS', ['server', 'body_idle_timeout_seconds']],
   ['ADMIN_TOKEN', ['admin', 'token']],
   ['UPLOAD_SESSION_TTL_HOURS', ['uploads', 'session_ttl_hours']],
   ['UPLOAD_SWEEP_INTERVAL_SECONDS', ['uploads', 'sweep_interval_seconds']],
@@ -269,6 +272,7 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
     port: config.server.port,
     tls,
     shutdownGraceMs: config.server.shutdown_grace_seconds * 1000,
+    bodyIdleTimeoutMs: Math.round(config.server.body_idle_timeout_seconds * 1000),
     logLevel: config.server.log_level,
     trustProxy: config.server.trust_proxy,
     storage,

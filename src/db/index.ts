@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type SQLite from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, type SqliteDatabase, SqliteDialect, sql } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, type PostgresPool, type SqliteDatabase, SqliteDialect, sql } from 'kysely';
 import { migrationProvider } from './migrations.js';
 import type { Database } from './schema.js';
 
@@ -73,7 +73,23 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
   });
   // An idle client that loses its connection must not crash the process.
   pool.on('error', () => {});
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  // Errors are told apart at the driver's edge, by type: a failure to get a
+  // connection, or a query failure that is not the server's answer (a
+  // DatabaseError carries a SQLSTATE), means the connection is gone.
+  const lost = (err: unknown): unknown => (err instanceof pg.DatabaseError ? err : new ConnectionLost(err));
+  const tagged = {
+    connect: async () => {
+      const client = await pool.connect().catch((err: unknown) => {
+        throw new ConnectionLost(err);
+      });
+      return {
+        query: (text: string, params: unknown[]) => client.query(text, params as unknown[]).catch((err: unknown) => Promise.reject(lost(err))),
+        release: () => client.release(),
+      };
+    },
+    end: () => pool.end(),
+  };
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: tagged as unknown as PostgresPool }) });
   return { db, dialect: 'postgres', close: () => db.destroy() };
 }
 
@@ -112,8 +128,16 @@ export function databaseUnavailable(err: unknown): string | undefined {
   if (code !== undefined && typeof e?.severity === 'string' && PG_UNAVAILABLE.test(code)) return `SQLSTATE ${code}`;
   // Only outbound connections are refused: the S3 client's failures are mapped before they get here.
   if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') return code;
-  if (typeof e?.message === 'string' && /^Connection terminated|timeout exceeded when trying to connect/.test(e.message)) return 'connection lost';
+  if (err instanceof ConnectionLost) return 'connection lost';
   return undefined;
+}
+
+/** The PostgreSQL connection could not be had or broke during a query (see openDatabase). */
+export class ConnectionLost extends Error {
+  constructor(cause: unknown) {
+    super('the database connection was lost', { cause });
+    this.name = 'ConnectionLost';
+  }
 }
 
 type WriteOp = {

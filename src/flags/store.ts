@@ -3,6 +3,7 @@ import { mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { AppError, ErrorCode } from '../errors.js';
+import { probeWritable } from '../storage/probe.js';
 
 const FLAG_NAME_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 const CLIENT_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/;
@@ -214,15 +215,7 @@ export class FlagStore {
     if (this.loadError) throw Object.assign(new Error(this.loadError), { code: 'INVALID_FLAGS_DOCUMENT' });
     const dir = path.dirname(this.file);
     await mkdir(dir, { recursive: true });
-    const probe = path.join(dir, `.ready-${randomUUID()}`);
-    const fh = await open(probe, 'wx', 0o600);
-    try {
-      await fh.writeFile('ok');
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await unlink(probe);
+    await probeWritable(dir, '.ready-');
   }
 
   /** The flags a client gets: name -> on/off. */

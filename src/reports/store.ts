@@ -2,7 +2,9 @@ import type { Kysely, Selectable } from 'kysely';
 import { z } from 'zod';
 import type { ClientReportsTable, Database } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
+import { isPlainText } from '../validate.js';
 
+const plainTextMessage = 'must not contain NUL or control characters';
 const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 /** The daily report an agent sends (spec 002). */
@@ -16,8 +18,8 @@ export const reportSchema = z
     bytes: count,
     failures: count,
     queue_depth: count,
-    agent_version: z.string().max(100).optional(),
-    host: z.string().max(255).optional(),
+    agent_version: z.string().max(100).refine(isPlainText, plainTextMessage).optional(),
+    host: z.string().max(255).refine(isPlainText, plainTextMessage).optional(),
   })
   .strict();
 

@@ -1,7 +1,8 @@
 import { type Kysely, type SelectQueryBuilder, sql } from 'kysely';
 import { type Database, RUN_KINDS, RUN_STATUSES, type RunKind, type RunStatus } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
-import type { Run } from '../uploads/runs.js';
+import { type Run, RunStore } from '../uploads/runs.js';
+import { MAX_EPOCH_MS } from '../validate.js';
 
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 200;
@@ -94,7 +95,8 @@ export interface ListResult {
 export function parseTime(name: string, value: string | undefined): number | undefined {
   if (value === undefined || value === '') return undefined;
   const ms = /^\d{1,16}$/.test(value) ? Number(value) : Date.parse(value);
-  if (!Number.isFinite(ms)) throw new AppError(ErrorCode.INVALID_REQUEST, `${name} must be an ISO 8601 time or epoch milliseconds`);
+  if (!Number.isFinite(ms) || Math.abs(ms) > MAX_EPOCH_MS)
+    throw new AppError(ErrorCode.INVALID_REQUEST, `${name} must be an ISO 8601 time or epoch milliseconds`);
   return ms;
 }
 
@@ -161,8 +163,12 @@ export function utcDayStart(ms: number): number {
  * lookups, pruning and per-client aggregates. Writes (create/transition) stay
  * in RunStore, which owns the lifecycle rules.
  */
+/** Reads of the upload records; its one write (prune) goes through RunStore, the only writer of runs. */
 export class RunQuery {
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly store: RunStore = new RunStore(db),
+  ) {}
 
   private filtered<O>(q: SelectQueryBuilder<Database, 'runs', O>, f: ListFilter): SelectQueryBuilder<Database, 'runs', O> {
     let out = q;
@@ -261,8 +267,7 @@ export class RunQuery {
     for (;;) {
       const ids = (await candidates().execute()).map((r) => r.run_id);
       if (ids.length === 0) break;
-      const res = await this.db.deleteFrom('runs').where('run_id', 'in', ids).where('status', 'in', TERMINAL).executeTakeFirst();
-      deleted += Number(res.numDeletedRows);
+      deleted += await this.store.deleteTerminal(ids);
       if (ids.length < 500) break;
     }
     return { scanned, deleted, kept: scanned - deleted };

@@ -12,17 +12,18 @@ import type { FlagStore } from '../flags/store.js';
 import type { Metrics } from '../metrics/index.js';
 import type { ReportStore } from '../reports/store.js';
 import type { Sweeper } from '../retention/sweeper.js';
-import { expiredSessionsTask } from '../retention/tasks.js';
 import type { RunQuery } from '../runs/query.js';
 import type { StorageBackend } from '../storage/types.js';
-import { orphanedRunsTask } from '../uploads/orphans.js';
+import type { DirectUploads } from '../uploads/direct.js';
+import { exceeds, tooLarge } from '../uploads/limits.js';
 import type { UploadPipeline } from '../uploads/pipeline.js';
-import { ResumableEngine } from '../uploads/resumable.js';
+import type { ResumableEngine } from '../uploads/resumable.js';
 import type { RunStore } from '../uploads/runs.js';
 import { authenticate, secretEquals } from './auth.js';
+import { settleUnreadBody, watchBodyIdle } from './request-body.js';
 import { chunkedRoutes } from './routes/chunked.js';
 import { clientRoutes } from './routes/clients.js';
-import { directRoutes, directUploads } from './routes/direct.js';
+import { directRoutes } from './routes/direct.js';
 import { flagRoutes } from './routes/flags.js';
 import { healthRoutes } from './routes/health.js';
 import { objectRoutes } from './routes/objects.js';
@@ -40,6 +41,8 @@ declare module 'fastify' {
     client: ResolvedClient | undefined;
     /** True when the request carried a valid admin token. */
     isAdmin: boolean;
+    /** Aborts (REQUEST_TIMEOUT) when the request body stops arriving; undefined without a body. */
+    bodyIdle: AbortSignal | undefined;
   }
   interface FastifyInstance {
     /** The resumable-upload engine (sweepExpired for the sweeper). */
@@ -60,6 +63,10 @@ export interface AppContext {
   runs: RunStore;
   storage: StorageBackend;
   pipeline: UploadPipeline;
+  /** The resumable-upload engine (chunked, tus). */
+  engine: ResumableEngine;
+  /** Direct uploads (presigned PUT, signed form key) and their telemetry. */
+  direct: DirectUploads;
   logger: Logger;
   instanceId: string;
   /** Set when shutdown begins; new requests are refused with SHUTTING_DOWN. */
@@ -110,9 +117,6 @@ export function toAppError(err: unknown): AppError {
     case 'ERR_STREAM_PREMATURE_CLOSE':
       return new AppError(ErrorCode.UPLOAD_ABORTED, 'the request was interrupted');
   }
-  if (e?.message === 'Unexpected end of form' || e?.message === 'Multipart: Boundary not found' || e?.message === 'Malformed part header') {
-    return new AppError(ErrorCode.INVALID_REQUEST, `malformed multipart body: ${e.message}`);
-  }
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     return new AppError(ErrorCode.INVALID_REQUEST, e.message);
   }
@@ -120,10 +124,8 @@ export function toAppError(err: unknown): AppError {
 }
 
 export function sendError(request: FastifyRequest, reply: FastifyReply, err: AppError): FastifyReply {
-  // A body we did not read must not be read now: close the connection instead.
-  if (!request.raw.complete && request.raw.method !== 'GET' && request.raw.method !== 'HEAD') {
-    reply.header('connection', 'close');
-  }
+  // The client may still be sending: read what is left or close gracefully, so the refusal reaches it.
+  settleUnreadBody(request.raw, reply.raw);
   return reply.code(err.status).type('application/json; charset=utf-8').send(errorBody(request, err));
 }
 
@@ -154,7 +156,8 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
       // Answer `Expect: 100-continue` only once the request is authorized and
       // within limits (see the preParsing hook), so a refused upload is never sent.
       server.on('checkContinue', handler);
-      server.requestTimeout = 0; // uploads may take hours; idle sockets are bounded by headersTimeout/keepAlive
+      // Uploads may take hours: no limit on a whole request; a body that stops arriving is cut (watchBodyIdle).
+      server.requestTimeout = 0;
       server.headersTimeout = 60_000;
       server.keepAliveTimeout = 65_000;
       return server;
@@ -163,9 +166,11 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
 
   app.decorateRequest('client', undefined);
   app.decorateRequest('isAdmin', false);
+  app.decorateRequest('bodyIdle', undefined);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    request.bodyIdle = watchBodyIdle(request.raw, config.bodyIdleTimeoutMs);
     if (ctx.closing.value) {
       reply.header('connection', 'close');
       throw new AppError(ErrorCode.SHUTTING_DOWN, 'the gateway is shutting down; retry shortly');
@@ -185,12 +190,9 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     const slack = request.routeOptions.config.uploadSlack;
     if (slack !== undefined) {
       const len = request.headers['content-length'];
-      if (len !== undefined && Number(len) > request.client.maxFileSize + slack) {
-        const refusal = new AppError(
-          ErrorCode.PAYLOAD_TOO_LARGE,
-          `the request body (${len} bytes) exceeds this client's limit of ${request.client.maxFileSize} bytes`,
-          { limit: request.client.maxFileSize },
-        );
+      // The early 413: a declared body over the limit is refused before a byte of it is read.
+      if (len !== undefined && exceeds(request.client, Number(len), slack)) {
+        const refusal = tooLarge(request.client, `the request body (${len} bytes)`);
         // Recorded like every other authenticated attempt (the refusal carries its run_id).
         const kind = request.routeOptions.config.uploadKind;
         if (kind === undefined) throw refusal;
@@ -233,29 +235,11 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   await app.register(observabilityRoutes, { ctx });
   await app.register(uploadRoutes, { ctx });
   await app.register(objectRoutes, { ctx });
-  // Resumable (chunked, tus) and direct uploads. The engine's sweep of
-  // expired sessions runs on its own timer (uploads.sweep_interval_seconds).
-  const resumable = new ResumableEngine(ctx.db.db, ctx.pipeline, {
-    sessionTtlMs: config.raw.uploads.session_ttl_hours * 3600 * 1000,
-    sweepIntervalMs: config.raw.uploads.sweep_interval_seconds * 1000,
-    logger: ctx.logger,
-  });
-  app.decorate('resumable', resumable);
-  // Also a task of the retention sweeper, so `s3up-server sweep` and its report include it.
-  ctx.sweeper.addTask(expiredSessionsTask(resumable));
-  ctx.sweeper.addTask(
-    orphanedRunsTask({
-      pipeline: ctx.pipeline,
-      direct: directUploads(ctx),
-      clients: config.clients,
-      heartbeatMs: config.raw.uploads.heartbeat_seconds * 1000,
-    }),
-  );
-  app.addHook('onClose', async () => resumable.stop());
-  await app.register(chunkedRoutes, { ctx, engine: resumable });
-  await app.register(tusRoutes, { ctx, engine: resumable });
+  // Resumable (chunked, tus) and direct uploads.
+  app.decorate('resumable', ctx.engine);
+  await app.register(chunkedRoutes, { ctx, engine: ctx.engine });
+  await app.register(tusRoutes, { ctx, engine: ctx.engine });
   await app.register(directRoutes, { ctx });
   await app.register(telemetryRoutes, { ctx });
-  resumable.start();
   return app;
 }

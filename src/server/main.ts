@@ -3,15 +3,20 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { ResolvedConfig } from '../config/load.js';
-import { checkWritable, migrate, openDatabase, redactUrl, WriteBatcher } from '../db/index.js';
+import { checkWritable, type Db, migrate, openDatabase, redactUrl, WriteBatcher } from '../db/index.js';
 import { FlagStore } from '../flags/store.js';
 import { Metrics } from '../metrics/index.js';
 import { ReportStore } from '../reports/store.js';
-import { createSweeper } from '../retention/index.js';
+import { createSweeper, type Sweeper } from '../retention/index.js';
+import { expiredSessionsTask } from '../retention/tasks.js';
 import { RunQuery } from '../runs/query.js';
 import { FsStorage } from '../storage/fs.js';
 import { openStorage } from '../storage/index.js';
+import type { StorageBackend } from '../storage/types.js';
+import { DirectUploads, signingSecret } from '../uploads/direct.js';
+import { orphanedRunsTask } from '../uploads/orphans.js';
 import { type UploadObserver, UploadPipeline } from '../uploads/pipeline.js';
+import { ResumableEngine } from '../uploads/resumable.js';
 import { RunStore } from '../uploads/runs.js';
 import { VERSION } from '../version.js';
 import { type AppContext, buildApp } from './app.js';
@@ -88,63 +93,127 @@ export interface RunningServer {
   close(graceMs?: number): Promise<void>;
 }
 
-export async function startServer(config: ResolvedConfig, opts: { logger?: Logger } = {}): Promise<RunningServer> {
+/**
+ * The gateway's parts, assembled once from a configuration: database
+ * (migrated), store, upload records, the upload pipeline, the resumable and
+ * direct upload services, and the sweeper with every task. The server
+ * (`listen`), the tests and `s3up-server sweep` all start from here, so they
+ * run the same code with the same tasks.
+ */
+export interface Gateway {
+  config: ResolvedConfig;
+  logger: Logger;
+  db: Db;
+  storage: StorageBackend;
+  runs: RunStore;
+  pipeline: UploadPipeline;
+  engine: ResumableEngine;
+  direct: DirectUploads;
+  sweeper: Sweeper;
+  metrics: Metrics;
+  instanceId: string;
+  /** Serve HTTP: the app, its timers and this gateway's heartbeat. Closing the server releases the gateway. */
+  listen(): Promise<RunningServer>;
+  /** Release the store and the database (a gateway that is not listening). */
+  close(): Promise<void>;
+}
+
+export async function createGateway(config: ResolvedConfig, opts: { logger?: Logger } = {}): Promise<Gateway> {
   const logger = opts.logger ?? createLogger(config.logLevel);
   const db = await openDatabase(config.databaseUrl);
+  let storage: StorageBackend | undefined;
   try {
     const applied = await migrateRacing(db.db);
     if (applied.length > 0) logger.info({ migrations: applied }, 'database migrated');
+    storage = await openStorage(config.storage);
   } catch (err) {
-    await db.close();
+    await db.close().catch(() => {});
     throw err;
   }
-  let storage: Awaited<ReturnType<typeof openStorage>> | undefined;
+  const store = storage;
+  const runs = new RunStore(db.db, db.dialect === 'sqlite' ? new WriteBatcher(db.db) : undefined);
+  const pipeline = new UploadPipeline(store, runs, config.storage.pathPrefix);
+  const instanceId = randomUUID();
+  pipeline.owner = instanceId;
+  if (store instanceof FsStorage) store.owner = instanceId;
+  const metrics = new Metrics();
+  pipeline.observe(metrics.uploadObserver());
+  const engine = new ResumableEngine(db.db, pipeline, {
+    sessionTtlMs: config.raw.uploads.session_ttl_hours * 3600 * 1000,
+    sweepIntervalMs: config.raw.uploads.sweep_interval_seconds * 1000,
+    logger,
+  });
+  const direct = new DirectUploads(db.db, pipeline, signingSecret(config), config.raw.uploads.direct_url_ttl_seconds);
+  const sweeper = createSweeper({ config, db: db.db, storage: store, logger, instanceId, metrics });
+  sweeper.addTask(expiredSessionsTask(engine));
+  sweeper.addTask(orphanedRunsTask({ pipeline, direct, clients: config.clients, heartbeatMs: config.raw.uploads.heartbeat_seconds * 1000 }));
+  let released: Promise<void> | undefined;
+  const release = (): Promise<void> => {
+    released ??= (async () => {
+      await engine.stop();
+      await store.close();
+      await db.close();
+    })();
+    return released;
+  };
+  const gateway: Gateway = {
+    config,
+    logger,
+    db,
+    storage: store,
+    runs,
+    pipeline,
+    engine,
+    direct,
+    sweeper,
+    metrics,
+    instanceId,
+    listen: () => listen(gateway, release),
+    close: release,
+  };
+  return gateway;
+}
+
+/** Build the HTTP app over a gateway and listen; the returned server's close releases the gateway. */
+async function listen(gw: Gateway, release: () => Promise<void>): Promise<RunningServer> {
+  const { config, logger, db, sweeper } = gw;
+  const uploads = new InFlight();
+  gw.pipeline.observe(uploads.observer());
   let app: FastifyInstance | undefined;
   let ctx: AppContext;
-  let sweeper: ReturnType<typeof createSweeper>;
-  const uploads = new InFlight();
   try {
-    storage = await openStorage(config.storage);
-    const runs = new RunStore(db.db, db.dialect === 'sqlite' ? new WriteBatcher(db.db) : undefined);
-    const pipeline = new UploadPipeline(storage, runs, config.storage.pathPrefix);
-    const instanceId = randomUUID();
-    pipeline.owner = instanceId;
-    if (storage instanceof FsStorage) storage.owner = instanceId;
     // This gateway's heartbeat: the sweeper of any gateway settles the open runs of one that went silent.
-    await checkWritable(db.db, instanceId);
-    const metrics = new Metrics();
-    pipeline.observe(metrics.uploadObserver());
-    pipeline.observe(uploads.observer());
+    await checkWritable(db.db, gw.instanceId);
     const flags = await FlagStore.open(config.featureFlagsPath);
     if (flags.loadError) logger.error({ error: flags.loadError }, 'feature flags not loaded: serving none until a valid document is PUT');
-    sweeper = createSweeper({ config, db: db.db, storage, logger, instanceId, metrics });
     ctx = {
       config,
       db,
-      runs,
-      storage,
-      pipeline,
+      runs: gw.runs,
+      storage: gw.storage,
+      pipeline: gw.pipeline,
+      engine: gw.engine,
+      direct: gw.direct,
       logger,
-      instanceId,
+      instanceId: gw.instanceId,
       closing: { value: false },
-      runQuery: new RunQuery(db.db),
+      runQuery: new RunQuery(db.db, gw.runs),
       sweeper,
       reports: new ReportStore(db.db),
       flags,
-      metrics,
+      metrics: gw.metrics,
     };
     app = await buildApp(ctx);
     await app.listen({ host: config.host, port: config.port });
   } catch (err) {
-    // Start-up failed half way (store unreachable, port taken): release what was opened.
+    // Start-up failed half way (database down, port taken): release what was opened.
     await app?.close().catch(() => {});
-    await storage?.close().catch(() => {});
-    await db.close().catch(() => {});
+    await release().catch(() => {});
     throw err;
   }
   const started = app;
-  const store = storage;
   sweeper.start();
+  gw.engine.start();
   const heartbeat = setInterval(() => {
     checkWritable(db.db, ctx.instanceId).catch((err: unknown) => logger.warn({ err }, 'heartbeat not written (database unavailable?)'));
   }, config.raw.uploads.heartbeat_seconds * 1000);
@@ -176,11 +245,15 @@ export async function startServer(config: ResolvedConfig, opts: { logger?: Logge
         await sweeping;
         // Connections are gone, but a cut upload is still cleaning up (temp file, failed record): let it finish.
         if (!(await uploads.settled(5000))) logger.warn({ uploads: uploads.count }, 'uploads still unfinished at exit');
-        await store.close();
-        await db.close();
+        await release();
       }
     })();
     return closed;
   };
   return { app: started, ctx, url, port: addr.port, close };
+}
+
+/** Assemble a gateway and serve it (the bin and most tests). */
+export async function startServer(config: ResolvedConfig, opts: { logger?: Logger } = {}): Promise<RunningServer> {
+  return (await createGateway(config, opts)).listen();
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError, ErrorCode } from '../errors.js';
+import { probeWritable } from './probe.js';
 import { StagedFile, writeAllAt } from './staged-file.js';
 import type { ByteRange, DeleteManyResult, GetResult, MultipartCapability, ObjectInfo, PutOptions, PutResult, StorageBackend, StoredPart } from './types.js';
 
@@ -433,12 +434,8 @@ export class FsStorage implements StorageBackend {
   }
 
   async check(): Promise<void> {
-    const probe = path.join(this.tmpDir, `ready-${randomUUID()}`);
     try {
-      const fh = await open(probe, 'wx', 0o600);
-      await fh.writeFile('ok');
-      await fh.close();
-      await unlink(probe);
+      await probeWritable(this.tmpDir, 'ready-');
     } catch (err) {
       throw storageError(err, 'write probe');
     }

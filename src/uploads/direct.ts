@@ -2,16 +2,18 @@ import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from
 import { mkdir, open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Kysely, Selectable } from 'kysely';
-import type { ResolvedClient } from '../config/load.js';
+import type { ResolvedClient, ResolvedConfig } from '../config/load.js';
 import type { Database, TelemetryEventsTable } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
-import { validateContentType } from './content-type.js';
 import { clientPrefix } from './keys.js';
+import { exceeds, limitOf, tooLarge } from './limits.js';
 import type { UploadPipeline } from './pipeline.js';
 import type { Run } from './runs.js';
 
 /** S3 refuses presigned URLs valid for more than 7 days. */
 export const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
+/** The extra fields of a telemetry event, as JSON, are kept up to this many bytes. */
+export const MAX_TELEMETRY_EXTRAS = 4096;
 const RUN_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export type TelemetryEvent = Selectable<TelemetryEventsTable>;
@@ -66,6 +68,24 @@ export async function loadSigningSecret(configured: string, dir: string): Promis
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return Buffer.from((await readFile(file, 'utf8')).trim(), 'hex');
     throw err;
   }
+}
+
+/**
+ * The form-key secret of a configuration, loaded on first use: configured, or
+ * on the filesystem generated once and kept under the storage root (so every
+ * gateway on that root agrees), or on S3 random per process.
+ */
+export function signingSecret(config: ResolvedConfig): () => Promise<Buffer> {
+  const u = config.raw.uploads;
+  const storage = config.storage;
+  let secret: Promise<Buffer> | undefined;
+  return () => {
+    secret ??=
+      storage.backend === 'fs'
+        ? loadSigningSecret(u.direct_signing_secret, path.join(storage.root, '.s3up-tmp', 'secrets'))
+        : Promise.resolve(u.direct_signing_secret !== '' ? Buffer.from(u.direct_signing_secret) : randomBytes(32));
+    return secret;
+  };
 }
 
 /**
@@ -125,33 +145,13 @@ export class DirectUploads {
     }
     if (relPath === undefined) throw new AppError(ErrorCode.PATH_REQUIRED, 'send {runId} or {path, size, content_type}');
     contentType ??= 'application/octet-stream';
-    let size: number | undefined;
-    if (req.size !== undefined && req.size !== null) {
-      size = Number(req.size);
-      if (!Number.isSafeInteger(size) || size < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'size must be a non-negative integer');
-    }
-    const { path: rel, key } = await this.pipeline.admit(client, { kind: 'direct', path: relPath, size }, () => {
-      const resolved = this.pipeline.keyFor(client, relPath);
-      this.pipeline.checkDeclaredSize(client, size);
-      contentType = validateContentType(contentType) ?? 'application/octet-stream';
-      return resolved;
-    });
+    const size = req.size === undefined || req.size === null ? undefined : Number(req.size);
+    const admitted = await this.pipeline.admit(client, { kind: 'direct', path: relPath, size, contentType });
+    const { path: rel, key } = admitted;
+    contentType = admitted.contentType ?? 'application/octet-stream';
     const ttl = this.effectiveTtl();
     const expiresAt = now + ttl * 1000;
-    const run = await this.pipeline.runs.create(
-      {
-        client: client.name,
-        kind: 'direct',
-        path: rel,
-        objectKey: key,
-        status: 'queued',
-        expiresAt,
-        size: size ?? null,
-        contentType,
-        filename: rel.split('/').pop() ?? null,
-      },
-      now,
-    );
+    const run = await this.pipeline.open(client, { ...admitted, contentType }, { status: 'queued', expiresAt, filename: rel.split('/').pop() ?? null, now });
     const presign = this.pipeline.storage.presign;
     if (this.pipeline.storage.kind === 's3' && presign) {
       const common = { kind: 's3', key, ttl, expiresAt: new Date(expiresAt).toISOString(), run_id: run.run_id, path: rel } as const;
@@ -161,7 +161,7 @@ export class DirectUploads {
         return { ...common, method: 'PUT', url: signed.url, headers: signed.headers };
       }
       // No size (spec 000 sends only runId): a POST form whose signed policy bounds the length by the client's limit.
-      const form = await presign.presignPost(key, { maxSize: client.maxFileSize, contentType, expiresInSeconds: ttl });
+      const form = await presign.presignPost(key, { maxSize: limitOf(client), contentType, expiresInSeconds: ttl });
       return { ...common, method: 'POST', url: form.url, fields: form.fields };
     }
     const token = this.sign({ v: 1, c: client.name, p: rel, r: run.run_id, s: size ?? null, e: expiresAt }, await this.secret());
@@ -199,7 +199,14 @@ export class DirectUploads {
     if (durationMs !== null && (!Number.isFinite(durationMs) || durationMs < 0))
       throw new AppError(ErrorCode.INVALID_REQUEST, 'durationMs must be a non-negative number');
     const { event: _e, key: _k, size: _s, durationMs: _d, ...rest } = body;
-    const detail = Object.keys(rest).length > 0 ? JSON.stringify(rest).slice(0, 4096) : null;
+    const detail = Object.keys(rest).length > 0 ? JSON.stringify(rest) : null;
+    // Stored whole or not at all: a cut JSON text could never be read back.
+    if (detail !== null && Buffer.byteLength(detail) > MAX_TELEMETRY_EXTRAS) {
+      throw new AppError(
+        ErrorCode.INVALID_REQUEST,
+        `the event's extra fields take ${Buffer.byteLength(detail)} bytes as JSON; at most ${MAX_TELEMETRY_EXTRAS} are kept`,
+      );
+    }
 
     let runId: string | null = null;
     let outcome: string | null = null;
@@ -208,7 +215,7 @@ export class DirectUploads {
       if (key === null) throw new AppError(ErrorCode.INVALID_REQUEST, 'upload_complete needs the key the upload was issued');
       const run = await this.findDirectRun(client, key);
       runId = run.run_id;
-      const settled = await this.settle(run, size, client.maxFileSize);
+      const settled = await this.settle(run, size, client);
       outcome = settled.outcome;
       runStatus = settled.run.status;
     }
@@ -248,7 +255,7 @@ export class DirectUploads {
     return run;
   }
 
-  async settle(run: Run, reported: number | null, limit: number): Promise<{ outcome: string; run: Run }> {
+  async settle(run: Run, reported: number | null, client: ResolvedClient | undefined): Promise<{ outcome: string; run: Run }> {
     const info = await this.pipeline.storage.head(run.object_key);
     const expected = run.status === 'succeeded' ? run.size : (run.size ?? reported);
     let outcome: string;
@@ -262,10 +269,13 @@ export class DirectUploads {
         ErrorCode.SIZE_MISMATCH,
         `the stored object has ${info.size} bytes; ${expected !== null ? `the upload was issued for ${expected}` : ''}${reported !== null ? ` the client reported ${reported}` : ''}`.trim(),
       );
-    } else if (info.size > limit) {
-      // A store that does not enforce the signed length (or a URL without one) must not let it through.
+    } else if (client === undefined || exceeds(client, info.size)) {
+      // A store that does not enforce the signed length (or a URL without one) must not let it through;
+      // neither may the upload of a client no longer configured.
       outcome = 'too_large';
-      error = new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the stored object has ${info.size} bytes, over this client's limit of ${limit} bytes`, { limit });
+      error = client
+        ? tooLarge(client, `the stored object (${info.size} bytes)`)
+        : new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'the client is no longer configured');
     } else {
       outcome = 'verified';
     }
@@ -273,9 +283,7 @@ export class DirectUploads {
     if (error) {
       // A wrong-size object must not stay at the key as if it were the upload.
       if (outcome === 'size_mismatch' || outcome === 'too_large') await this.pipeline.storage.delete(run.object_key).catch(() => {});
-      const failed = await this.pipeline.runs.transition(run.run_id, 'failed', { errorCode: error.code, errorMessage: error.message });
-      this.pipeline.emitFinished(failed, 'failed', error.code);
-      return { outcome, run: failed };
+      return { outcome, run: await this.pipeline.failed(run, error) };
     }
     // The store's bytes are hashed once here, so the object row holds a checksum a client can compute.
     const release = await this.pipeline.keyLocks.acquire(run.object_key);
@@ -286,25 +294,20 @@ export class DirectUploads {
       const h = createHash('sha256');
       for await (const chunk of got.body) h.update(chunk as Buffer);
       const sha256 = h.digest('hex');
-      ok = await this.pipeline.runs.transition(run.run_id, 'succeeded', {
+      ok = await this.pipeline.commit(run.run_id, {
+        object_key: run.object_key,
+        client: run.client,
+        path: run.path,
         size: got.info.size,
         sha256,
-        object: {
-          object_key: run.object_key,
-          client: run.client,
-          path: run.path,
-          size: got.info.size,
-          sha256,
-          checksum: sha256,
-          checksum_algorithm: 'sha256',
-          chunk_size: null,
-          content_type: run.content_type,
-        },
+        checksum: sha256,
+        checksum_algorithm: 'sha256',
+        chunk_size: null,
+        content_type: run.content_type,
       });
     } finally {
       release();
     }
-    this.pipeline.emitFinished(ok, 'succeeded');
     return { outcome, run: ok };
   }
 
@@ -313,15 +316,12 @@ export class DirectUploads {
    * what the store holds (an object within the limits succeeds, with its
    * checksum; none fails the run as expired unused).
    */
-  async settleLapsed(run: Run, limit: number): Promise<Run> {
+  async settleLapsed(run: Run, client: ResolvedClient | undefined): Promise<Run> {
     const info = await this.pipeline.storage.head(run.object_key);
     if (!info) {
-      const err = new AppError(ErrorCode.UPLOAD_KEY_EXPIRED, 'the direct upload URL expired and nothing was uploaded');
-      const failed = await this.pipeline.runs.transition(run.run_id, 'failed', { errorCode: err.code, errorMessage: err.message });
-      this.pipeline.emitFinished(failed, 'failed', err.code);
-      return failed;
+      return this.pipeline.failed(run, new AppError(ErrorCode.UPLOAD_KEY_EXPIRED, 'the direct upload URL expired and nothing was uploaded'));
     }
-    return (await this.settle(run, null, limit)).run;
+    return (await this.settle(run, null, client)).run;
   }
 
   async list(client: ResolvedClient, opts: { limit?: number; event?: string | undefined; before?: number | undefined }): Promise<TelemetryEvent[]> {

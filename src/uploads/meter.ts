@@ -1,6 +1,8 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
+import type { ResolvedClient } from '../config/load.js';
 import { AppError, ErrorCode } from '../errors.js';
+import { exceeds, tooLarge } from './limits.js';
 
 /**
  * One pass over the bytes: counts them, hashes them (SHA-256) and stops the
@@ -12,7 +14,7 @@ export class Meter extends Transform {
   private readonly hash: Hash = createHash('sha256');
   private digestHex: string | undefined;
 
-  constructor(private readonly limit: number) {
+  constructor(private readonly client: ResolvedClient) {
     // Node's default 16 KiB buffers: a chunk passes straight through instead of
     // queueing here. Chunks that wait in deep queues outlive two young-generation
     // collections, get promoted, and their 64 KiB buffers then wait for a full
@@ -23,8 +25,8 @@ export class Meter extends Transform {
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.bytes += chunk.length;
-    if (this.bytes > this.limit) {
-      cb(new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the file exceeds this client's limit of ${this.limit} bytes`, { limit: this.limit }));
+    if (exceeds(this.client, this.bytes)) {
+      cb(tooLarge(this.client, 'the file'));
       return;
     }
     this.hash.update(chunk);

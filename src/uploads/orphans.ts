@@ -21,7 +21,7 @@ export function orphanedRunsTask(deps: {
   clients: readonly ResolvedClient[];
   heartbeatMs: number;
 }): SweepTask {
-  const limitOf = (name: string): number => deps.clients.find((c) => c.name === name)?.maxFileSize ?? 0;
+  const clientOf = (name: string): ResolvedClient | undefined => deps.clients.find((c) => c.name === name);
   return {
     name: 'settle-orphaned-runs',
     async run({ dryRun, now }) {
@@ -31,7 +31,7 @@ export function orphanedRunsTask(deps: {
       for (const run of orphans) {
         try {
           if (run.status === 'queued') {
-            await deps.direct.settleLapsed(run, limitOf(run.client));
+            await deps.direct.settleLapsed(run, clientOf(run.client));
           } else {
             await deps.pipeline.fail(run, new AppError(ErrorCode.UPLOAD_ABORTED, 'the gateway handling this upload stopped before it finished'));
           }

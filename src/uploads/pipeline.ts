@@ -1,16 +1,19 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { finished, pipeline } from 'node:stream';
+import { finished } from 'node:stream';
 import type { ResolvedClient } from '../config/load.js';
 import { databaseUnavailable } from '../db/index.js';
 import type { RunKind } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import type { StorageBackend } from '../storage/types.js';
+import { plainText } from '../validate.js';
+import { feed, release } from './body.js';
 import { validateContentType } from './content-type.js';
 import { KeyLocks } from './key-locks.js';
 import { objectKey } from './keys.js';
+import { checkSize } from './limits.js';
 import { Meter } from './meter.js';
-import type { Run, RunStore } from './runs.js';
+import type { Run, RunStore, StoredObject } from './runs.js';
 
 export interface IngestRequest {
   client: ResolvedClient;
@@ -35,6 +38,10 @@ export interface IngestRequest {
    * key); it moves to processing instead of a new run being created.
    */
   queuedRun?: Run | undefined;
+  /** Aborts when the request body stops arriving (its reason, REQUEST_TIMEOUT, fails the upload). */
+  signal?: AbortSignal | undefined;
+  /** The protocol's reading of its body stream's own errors (a truncated or malformed form part). */
+  bodyError?: ((err: unknown) => AppError) | undefined;
 }
 
 /**
@@ -68,11 +75,51 @@ export interface UploadObserver {
   finished?(run: Run, outcome: 'succeeded' | 'failed', errorCode?: string): void;
 }
 
+/** What a client asks to upload, as every protocol states it (before admission). */
+export interface Attempt {
+  kind: RunKind;
+  /** Client-relative path. */
+  path: unknown;
+  /** Declared size in bytes, when the protocol declares one. */
+  size?: number | undefined;
+  /** The field the size came from, for the refusal message. */
+  sizeField?: string | undefined;
+  contentType?: string | undefined;
+  filename?: string | undefined;
+}
+
+/** An attempt that passed admission: its key and validated fields. */
+export interface Admitted {
+  kind: RunKind;
+  path: string;
+  key: string;
+  size: number | undefined;
+  contentType: string | undefined;
+  filename: string | undefined;
+}
+
 /**
- * The one upload pipeline: authorize (done by the caller) -> resolve and
- * validate the key -> check limits -> stream through the meter (size limit +
- * SHA-256) -> backend (atomic publish) -> record. Every protocol adapter
- * (multipart form, raw PUT, direct form, ...) is a thin layer over `ingest`.
+ * The one upload lifecycle, for every protocol (multipart form, raw PUT,
+ * chunked, tus, presigned PUT, signed form):
+ *
+ * 1. authorize: the `onRequest` hook (client key; a declared Content-Length
+ *    over the limit is refused there, before the body is read);
+ * 2. `admit`: the key (validated path), the declared size against the
+ *    client's limit (uploads/limits.ts), the content type, the filename, and
+ *    a protocol's own checks; a refusal is recorded as a failed run;
+ * 3. `open`: the run (`processing` when bytes flow now, `queued` for a direct
+ *    upload whose bytes go to the store later);
+ * 4. bytes: `ingest` streams a whole body through the meter (limit + SHA-256)
+ *    into the store's atomic put; chunked and tus write parts through the
+ *    resumable engine; direct uploads go to the store itself;
+ * 5. `commit`: under the key's publish lock, the run succeeds and the key's
+ *    object row is written in one transaction;
+ * 6. `fail`: any failure (refused mid-body, cut when idle, store or database
+ *    down, expired session or URL, gateway gone) settles the run as failed
+ *    with its error code.
+ *
+ * `RunStore` is the only writer of runs; a protocol adapter only translates
+ * its wire format into these calls.
  */
 export class UploadPipeline {
   private readonly observers: UploadObserver[] = [];
@@ -94,14 +141,6 @@ export class UploadPipeline {
   /** Resolve a client's path to its full key (validating it). */
   keyFor(client: ResolvedClient, path: unknown): { path: string; key: string } {
     return objectKey(this.pathPrefix, client.name, path);
-  }
-
-  checkDeclaredSize(client: ResolvedClient, size: number | undefined): void {
-    if (size !== undefined && size > client.maxFileSize) {
-      throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, `the file (${size} bytes) exceeds this client's limit of ${client.maxFileSize} bytes`, {
-        limit: client.maxFileSize,
-      });
-    }
   }
 
   /**
@@ -143,14 +182,65 @@ export class UploadPipeline {
     }
   }
 
-  /** Run `check` (admission); a refusal it throws is recorded (see `refuse`). */
-  async admit<T>(client: ResolvedClient, attempt: { kind: RunKind; path: unknown; size?: number | undefined }, check: () => T): Promise<T> {
+  /**
+   * Admission, the same for every protocol: the key, the declared size against
+   * the client's limit, the content type and filename, then `more` (a
+   * protocol's own checks). A refusal is recorded (see `refuse`).
+   */
+  async admit<T extends object = object>(client: ResolvedClient, attempt: Attempt, more?: (admitted: Admitted) => T): Promise<Admitted & T> {
     try {
-      return check();
+      const { path, key } = this.keyFor(client, attempt.path);
+      const size = attempt.size;
+      if (size !== undefined && (!Number.isSafeInteger(size) || size < 0)) {
+        throw new AppError(ErrorCode.INVALID_REQUEST, `${attempt.sizeField ?? 'size'} must be a non-negative integer`);
+      }
+      checkSize(client, size);
+      const admitted: Admitted = {
+        kind: attempt.kind,
+        path,
+        key,
+        size,
+        contentType: validateContentType(attempt.contentType),
+        filename: plainText('filename', attempt.filename),
+      };
+      return { ...admitted, ...(more?.(admitted) ?? ({} as T)) };
     } catch (err) {
       if (!isAppError(err)) throw err;
       throw await this.refuse(client, attempt, err);
     }
+  }
+
+  /** The run of an admitted upload: `processing` (its bytes flow now, through this gateway) or `queued` (a direct upload). */
+  open(
+    client: ResolvedClient,
+    a: Admitted,
+    opts: { status: 'processing' | 'queued'; expiresAt?: number; filename?: string | null; now?: number },
+  ): Promise<Run> {
+    return this.runs.create(
+      {
+        client: client.name,
+        kind: a.kind,
+        path: a.path,
+        objectKey: a.key,
+        status: opts.status,
+        owner: opts.status === 'processing' ? this.owner : null,
+        size: a.size ?? null,
+        contentType: a.contentType ?? null,
+        filename: opts.filename === undefined ? (a.filename ?? null) : opts.filename,
+        expiresAt: opts.expiresAt ?? null,
+      },
+      opts.now,
+    );
+  }
+
+  /**
+   * The upload is stored: the run succeeds and the key's object row is written
+   * with it (one transaction). The caller holds the key's publish lock.
+   */
+  async commit(runId: string, object: Omit<StoredObject, 'run_id' | 'uploaded_at'>, now = Date.now()): Promise<Run> {
+    const done = await this.runs.transition(runId, 'succeeded', { size: object.size, sha256: object.sha256, object }, now);
+    this.emitFinished(done, 'succeeded');
+    return done;
   }
 
   /** Count a request whose body is arriving (shutdown waits for these; the in-flight gauge shows them); call the result when it ends. */
@@ -166,6 +256,13 @@ export class UploadPipeline {
 
   emitFinished(run: Run, outcome: 'succeeded' | 'failed', errorCode?: string): void {
     for (const o of this.observers) o.finished?.(run, outcome, errorCode);
+  }
+
+  /** Settle `run` as failed with `err`; the failed run (it throws when the record cannot be written). */
+  async failed(run: Run, err: AppError): Promise<Run> {
+    const done = await this.runs.transition(run.run_id, 'failed', { errorCode: err.code, errorMessage: err.message });
+    this.emitFinished(done, 'failed', err.code);
+    return done;
   }
 
   /** Record a failure on `run` and return the error to throw (with the run id attached). */
@@ -188,30 +285,23 @@ export class UploadPipeline {
 
   async ingest(req: IngestRequest): Promise<IngestResult> {
     const { client } = req;
-    const { path, key } = await this.admit(client, { kind: req.kind, path: req.path, size: req.declaredSize }, () => {
-      const resolved = this.keyFor(client, req.path);
-      this.checkDeclaredSize(client, req.declaredSize);
-      req.contentType = validateContentType(req.contentType);
-      return resolved;
+    const admitted = await this.admit(client, {
+      kind: req.kind,
+      path: req.path,
+      size: req.declaredSize,
+      contentType: req.contentType,
+      filename: req.filename,
     });
+    const { path, key } = admitted;
+    req.contentType = admitted.contentType;
 
     const small = req.declaredSize !== undefined && req.declaredSize <= SMALL_BODY_MAX;
     const runCreated = req.queuedRun
       ? this.runs.transition(req.queuedRun.run_id, 'processing', { owner: this.owner })
-      : this.runs.create({
-          client: client.name,
-          kind: req.kind,
-          path,
-          objectKey: key,
-          status: 'processing',
-          owner: this.owner,
-          size: req.declaredSize ?? null,
-          contentType: req.contentType ?? null,
-          filename: req.filename ?? null,
-        });
+      : this.open(client, admitted, { status: 'processing' });
     // A small body is read while its record is written (one round trip less per
     // upload); a streamed one starts flowing only once the record exists.
-    const smallBody = small ? readSmallBody(req.body, req.declaredSize ?? 0) : undefined;
+    const smallBody = small ? readSmallBody(req.body, req.declaredSize ?? 0, req.signal) : undefined;
     smallBody?.catch(() => {});
     // No record, no upload (database down: the error handler answers 503).
     const run = await runCreated;
@@ -225,9 +315,9 @@ export class UploadPipeline {
         source = buf;
         received = { bytes: buf.length, sha256: createHash('sha256').update(buf).digest('hex') };
       } else {
-        const meter = new Meter(client.maxFileSize);
-        // Errors on either side (client abort, limit exceeded) destroy both streams.
-        pipeline(req.body, meter, () => {});
+        const meter = new Meter(client);
+        // A client abort fails the meter; the meter passing the limit stops reading the body (never resets the connection).
+        feed(req.body, meter, req.signal).catch(() => {});
         source = meter;
         received = meter;
       }
@@ -252,31 +342,25 @@ export class UploadPipeline {
           release?.();
           throw err;
         });
-      let done: Run;
       try {
-        done = await this.runs.transition(run.run_id, 'succeeded', {
+        await this.commit(run.run_id, {
+          object_key: key,
+          client: client.name,
+          path,
           size: put.size,
           sha256: received.sha256,
-          object: {
-            object_key: key,
-            client: client.name,
-            path,
-            size: put.size,
-            sha256: received.sha256,
-            checksum: received.sha256,
-            checksum_algorithm: 'sha256',
-            chunk_size: null,
-            content_type: req.contentType ?? null,
-          },
+          checksum: received.sha256,
+          checksum_algorithm: 'sha256',
+          chunk_size: null,
+          content_type: req.contentType ?? null,
         });
       } finally {
         release?.();
       }
-      this.emitFinished(done, 'succeeded');
       return { run_id: run.run_id, s3_key: key, path, size: put.size, sha256: received.sha256 };
     } catch (err) {
-      const reported = abortedAs(err, req.body);
-      req.body.destroy();
+      const reported = abortedAs(err, req.body, req.bodyError);
+      release(req.body);
       throw await this.fail(run, reported);
     } finally {
       ended();
@@ -288,8 +372,14 @@ export class UploadPipeline {
  * Read a body of at most `size` bytes into one Buffer. Rejects if the stream
  * fails or ends early (client gone) or brings more than announced.
  */
-function readSmallBody(body: Readable, size: number): Promise<Buffer> {
+function readSmallBody(body: Readable, size: number, signal?: AbortSignal): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
+    const onAbort = () => {
+      body.off('data', onData);
+      body.pause();
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     const chunks: Buffer[] = [];
     let n = 0;
     const onData = (chunk: Buffer): void => {
@@ -305,6 +395,7 @@ function readSmallBody(body: Readable, size: number): Promise<Buffer> {
     body.on('data', onData);
     const cleanup = finished(body, (err) => {
       cleanup();
+      signal?.removeEventListener('abort', onAbort);
       body.off('data', onData);
       if (err) reject(err);
       else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, n));
@@ -312,20 +403,14 @@ function readSmallBody(body: Readable, size: number): Promise<Buffer> {
   });
 }
 
-const MALFORMED_MULTIPART = /unexpected end of (multipart data|form)|terminated early due to unexpected end|malformed part header|boundary not found/i;
-
-/** A multipart parser's complaint about the body itself (bad boundary, truncated form): the client's fault. */
-export function malformedMultipart(err: unknown): AppError | undefined {
-  const message = (err as Error | undefined)?.message;
-  if (typeof message !== 'string' || !MALFORMED_MULTIPART.test(message)) return undefined;
-  return new AppError(ErrorCode.INVALID_REQUEST, `malformed multipart body: ${message}`, undefined, { cause: err });
-}
-
-/** A body that ended early (client went away) is reported as UPLOAD_ABORTED, not a server fault. */
-function abortedAs(err: unknown, body: Readable): unknown {
+/**
+ * What a failure means for the client: our own errors as they are; a failure
+ * of the body stream itself in the protocol's terms (`bodyError`), else as an
+ * interrupted upload (UPLOAD_ABORTED, not a server fault).
+ */
+function abortedAs(err: unknown, body: Readable, bodyError: ((err: unknown) => AppError) | undefined): unknown {
   if (isAppError(err)) return err;
-  const malformed = malformedMultipart(err) ?? malformedMultipart(body.errored);
-  if (malformed) return malformed;
+  if (body.errored && bodyError) return bodyError(body.errored);
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.name === 'AbortError' || body.errored) {
     return new AppError(ErrorCode.UPLOAD_ABORTED, 'the upload was interrupted before it completed', undefined, { cause: err });

@@ -1,6 +1,5 @@
 import { createHash, type Hash, randomUUID } from 'node:crypto';
 import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Kysely, Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import type { ResolvedClient } from '../config/load.js';
@@ -8,7 +7,7 @@ import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/sche
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import { closedByReader } from '../storage/reader-gone.js';
 import type { MultipartCapability, StorageBackend, StoredPart } from '../storage/types.js';
-import { validateContentType } from './content-type.js';
+import { feed, release } from './body.js';
 import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
 
@@ -252,14 +251,16 @@ export class ResumableEngine {
   }
 
   async init(client: ResolvedClient, req: InitRequest, now = Date.now()): Promise<Session> {
-    const { path, key, chunkSize, totalChunks } = await this.pipeline.admit(client, { kind: req.protocol, path: req.path, size: req.fileSize }, () => {
-      const resolved = this.pipeline.keyFor(client, req.path);
-      if (!Number.isSafeInteger(req.fileSize) || req.fileSize < 0) throw new AppError(ErrorCode.INVALID_REQUEST, 'file_size must be a non-negative integer');
-      this.pipeline.checkDeclaredSize(client, req.fileSize);
-      req.contentType = validateContentType(req.contentType);
-      const chunkSize = this.negotiateChunkSize(req.fileSize, req.preferredChunkSize);
-      return { ...resolved, chunkSize, totalChunks: totalChunksFor(req.fileSize, chunkSize) };
-    });
+    const admitted = await this.pipeline.admit(
+      client,
+      { kind: req.protocol, path: req.path, size: req.fileSize, sizeField: 'file_size', contentType: req.contentType },
+      () => {
+        const chunkSize = this.negotiateChunkSize(req.fileSize, req.preferredChunkSize);
+        return { chunkSize, totalChunks: totalChunksFor(req.fileSize, chunkSize) };
+      },
+    );
+    const { path, key, chunkSize, totalChunks } = admitted;
+    req.contentType = admitted.contentType;
     let declared: string | null = null;
     if (req.checksum !== undefined && req.checksum !== '') {
       const c = parseComposite(req.checksum);
@@ -274,19 +275,7 @@ export class ResumableEngine {
     const storeUploadId = await this.mp.create(key, { contentType: req.contentType, partSize: chunkSize, totalSize: req.fileSize });
     let run: Awaited<ReturnType<UploadPipeline['runs']['create']>>;
     try {
-      run = await this.pipeline.runs.create(
-        {
-          client: client.name,
-          kind: req.protocol,
-          path,
-          objectKey: key,
-          status: 'processing',
-          size: req.fileSize,
-          contentType: req.contentType ?? null,
-          filename: path.split('/').pop() ?? null,
-        },
-        now,
-      );
+      run = await this.pipeline.open(client, admitted, { status: 'processing', filename: path.split('/').pop() ?? null, now });
     } catch (err) {
       await this.mp.abort(key, storeUploadId).catch(() => false);
       throw err;
@@ -376,7 +365,14 @@ export class ResumableEngine {
     sessionId: string,
     partNumber: number,
     body: Readable,
-    opts: { length?: number | undefined; md5?: string | undefined; sha256?: string | undefined },
+    opts: {
+      length?: number | undefined;
+      md5?: string | undefined;
+      sha256?: string | undefined;
+      signal?: AbortSignal | undefined;
+      /** The protocol's reading of its body stream's own errors (a malformed form part). */
+      bodyError?: ((err: unknown) => AppError) | undefined;
+    },
     now = Date.now(),
   ): Promise<{ chunk_number: number; status: 'received' | 'duplicate' | 'replaced'; md5: string; sha256: string; size: number }> {
     const s = await this.owned(client, sessionId);
@@ -401,7 +397,7 @@ export class ResumableEngine {
     if (existing && sameAsStored) {
       // Already stored with this checksum: read the body to its end (the client
       // is sending it) but write nothing.
-      await pipeline(body, new Writable({ write: (_c, _e, cb) => cb() }));
+      await feed(body, new Writable({ write: (_c, _e, cb) => cb() }), opts.signal);
       return { chunk_number: partNumber, status: 'duplicate', md5: existing.md5, sha256: existing.sha256, size };
     }
     // Claim the chunk before writing a byte: of two requests sending the same
@@ -421,7 +417,7 @@ export class ResumableEngine {
     const abort = new AbortController();
     // A body that fails midway (client gone, wrong length) cancels the store request at once.
     let bodyError: unknown;
-    const flowing = pipeline(body, hasher).catch((err: unknown) => {
+    const flowing = feed(body, hasher, opts.signal).catch((err: unknown) => {
       bodyError ??= err;
       abort.abort(err);
       throw err;
@@ -432,12 +428,14 @@ export class ResumableEngine {
       stored = await this.mp.uploadPart(s.object_key, s.store_upload_id, partNumber, hasher, size, { signal: abort.signal });
       await flowing;
     } catch (err) {
-      // The body's own failure (client gone, wrong length) is the cause, unless it is only the
+      // The body's own failure (client gone, wrong length, idle) is the cause, unless it is only the
       // premature close our store caused by giving up the stream (disk full, store down).
       const cause = bodyError !== undefined && !closedByReader(bodyError) ? bodyError : err;
-      body.destroy();
+      const failedBody = body.errored && !closedByReader(body.errored) ? body.errored : null;
+      release(body);
       hasher.destroy();
       await this.dropPart(s.session_id, partNumber);
+      if (!isAppError(cause) && failedBody && opts.bodyError) throw opts.bodyError(failedBody);
       throw abortedOr(cause);
     }
     if (opts.md5 !== undefined && hasher.md5 !== opts.md5) {
@@ -619,27 +617,21 @@ export class ResumableEngine {
         }
         const emptySha = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
         try {
-          const run = await this.pipeline.runs.transition(
+          await this.pipeline.commit(
             s.run_id,
-            'succeeded',
             {
+              object_key: s.object_key,
+              client: s.client,
+              path: s.path,
               size: total,
-              sha256,
-              object: {
-                object_key: s.object_key,
-                client: s.client,
-                path: s.path,
-                size: total,
-                sha256: s.total_chunks === 0 ? emptySha : sha256,
-                checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
-                checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
-                chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
-                content_type: s.content_type,
-              },
+              sha256: s.total_chunks === 0 ? emptySha : sha256,
+              checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
+              checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
+              chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
+              content_type: s.content_type,
             },
             doneAt,
           );
-          this.pipeline.emitFinished(run, 'succeeded');
         } catch (err) {
           this.opts.logger?.warn({ err, run_id: s.run_id }, 'could not record the completed upload');
         }
@@ -819,11 +811,15 @@ export class ResumableEngine {
    * new offset and the parts are recorded together, and only after the whole
    * body passed its Upload-Checksum when one was sent.
    */
-  async tusWrite(client: ResolvedClient, sessionId: string, offset: number, body: Readable, checksum?: BodyChecksum): Promise<number> {
+  async tusWrite(client: ResolvedClient, sessionId: string, offset: number, body: Readable, checksum?: BodyChecksum, signal?: AbortSignal): Promise<number> {
     const ended = this.pipeline.bodyStarted('tus', client.name);
+    // The body went idle: stop reading; what arrived is kept (the upload resumes from there) and the PATCH answers 408.
+    const onIdle = () => body.destroy(signal?.reason as Error);
+    signal?.addEventListener('abort', onIdle, { once: true });
     try {
       return await this.receiveTus(client, sessionId, offset, body, checksum);
     } finally {
+      signal?.removeEventListener('abort', onIdle);
       ended();
     }
   }
@@ -902,6 +898,7 @@ export class ResumableEngine {
     const newOffset = partStart + buffered;
     await this.saveTusProgress(s.session_id, offset, rows, newOffset, newTail, now);
     if (newOffset === s.file_size) await this.complete(client, sessionId);
+    if (isAppError(failure) && failure.code === ErrorCode.REQUEST_TIMEOUT) throw failure;
     if (failure !== undefined && !isAppError(failure)) this.opts.logger?.debug({ file_id: s.session_id, offset: newOffset }, 'tus PATCH ended early');
     return newOffset;
   }

@@ -181,6 +181,19 @@ export class RunStore {
     });
   }
 
+  /** Delete the records `runIds` that are terminal (prune); returns how many went. */
+  async deleteTerminal(runIds: readonly string[]): Promise<number> {
+    if (runIds.length === 0) return 0;
+    const res = await this.write((db) =>
+      db
+        .deleteFrom('runs')
+        .where('run_id', 'in', [...runIds])
+        .where('status', 'in', ['succeeded', 'failed'])
+        .executeTakeFirst(),
+    );
+    return Number(res.numDeletedRows);
+  }
+
   /** The latest successful upload at a key that still exists in the records. */
   async latestAt(objectKey: string): Promise<Run | undefined> {
     return this.db

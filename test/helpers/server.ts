@@ -5,7 +5,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { stringify } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
-import { type RunningServer, startServer } from '../../src/server/main.js';
+import { createGateway, type RunningServer } from '../../src/server/main.js';
 import { createPgDatabase, type PgDatabase } from './pg.js';
 import { type S3rverProcess, startS3rver } from './s3rver.js';
 
@@ -101,7 +101,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   writeFileSync(configPath, stringify(yaml));
   const config = loadConfig({ configPath, env: opts.env ?? {}, cwd: dir });
   const logger = pino({ level: process.env.S3UP_TEST_LOG ?? 'silent' });
-  const server = await startServer(config, { logger });
+  const server = await (await createGateway(config, { logger })).listen();
   return {
     url: server.url,
     server,

@@ -4,8 +4,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError, ErrorCode } from '../../errors.js';
 import { parseSha256 } from '../../uploads/meter.js';
 import { COMPOSITE_ALGORITHM, parseMd5, type ResumableEngine } from '../../uploads/resumable.js';
+import { textSchema } from '../../validate.js';
 import type { AppContext } from '../app.js';
-import { CHECKSUM_HEADER, declaredLength, MULTIPART_SLACK, requireClient } from './uploads.js';
+import { CHECKSUM_HEADER, declaredLength, formError, formParts, MULTIPART_SLACK, requireClient } from './uploads.js';
 
 interface InitBody {
   path?: unknown;
@@ -15,6 +16,8 @@ interface InitBody {
   checksum?: unknown;
   chunk_size?: unknown;
 }
+
+const fileIdParams = { type: 'object', properties: { file_id: textSchema({ maxLength: 128 }) } } as const;
 
 function header(request: FastifyRequest, name: string): string | undefined {
   const v = request.headers[name];
@@ -99,7 +102,7 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
         config: { auth: 'client', uploadSlack: MULTIPART_SLACK },
         schema: {
           summary: 'Send one chunk (raw body with Content-MD5, or multipart: chunk_number, chunk_md5, chunk)',
-          params: { type: 'object', properties: { file_id: { type: 'string' } } },
+          params: fileIdParams,
           querystring: { type: 'object', properties: { chunk_number: { type: 'string' } } },
         },
       },
@@ -115,10 +118,11 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
             length: declaredLength(request),
             md5: md5 === undefined ? undefined : parseMd5(md5),
             sha256: sha === undefined ? undefined : parseSha256(sha),
+            signal: request.bodyIdle,
           });
         }
         let result: Awaited<ReturnType<ResumableEngine['putPart']>> | undefined;
-        for await (const part of request.parts({ limits: { fileSize: engine.maxChunkSize + 1 } })) {
+        for await (const part of formParts(request, { fileSize: engine.maxChunkSize + 1 })) {
           if (part.type === 'field') {
             if (part.fieldname === 'chunk_number') n = String(part.value);
             else if (part.fieldname === 'chunk_md5' || part.fieldname === 'md5') md5 = String(part.value);
@@ -132,6 +136,8 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
           result = await engine.putPart(client, fileId, chunkNumber(n), part.file, {
             md5: md5 === undefined ? undefined : parseMd5(md5),
             sha256: sha === undefined ? undefined : parseSha256(sha),
+            signal: request.bodyIdle,
+            bodyError: formError,
           });
         }
         if (!result) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "chunk" field');
@@ -142,17 +148,19 @@ export async function chunkedRoutes(app: FastifyInstance, { engine }: { ctx: App
 
   app.get(
     '/upload/chunked/:file_id/status',
-    { config: { auth: 'client' }, schema: { summary: 'Chunks received and missing; resume from here' } },
+    { config: { auth: 'client' }, schema: { summary: 'Chunks received and missing; resume from here', params: fileIdParams } },
     async (request) => engine.status(requireClient(request), (request.params as { file_id: string }).file_id),
   );
 
   app.post(
     '/upload/chunked/:file_id/complete',
-    { config: { auth: 'client' }, schema: { summary: 'Assemble the chunks into the object and verify it' } },
+    { config: { auth: 'client' }, schema: { summary: 'Assemble the chunks into the object and verify it', params: fileIdParams } },
     async (request) => engine.complete(requireClient(request), (request.params as { file_id: string }).file_id),
   );
 
-  app.delete('/upload/chunked/:file_id', { config: { auth: 'client' }, schema: { summary: 'Abort the upload and drop its chunks' } }, async (request) =>
-    engine.abort(requireClient(request), (request.params as { file_id: string }).file_id),
+  app.delete(
+    '/upload/chunked/:file_id',
+    { config: { auth: 'client' }, schema: { summary: 'Abort the upload and drop its chunks', params: fileIdParams } },
+    async (request) => engine.abort(requireClient(request), (request.params as { file_id: string }).file_id),
   );
 }

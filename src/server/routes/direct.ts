@@ -1,35 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance } from 'fastify';
 import { AppError, ErrorCode } from '../../errors.js';
-import { DirectUploads, loadSigningSecret } from '../../uploads/direct.js';
 import type { IngestResult } from '../../uploads/pipeline.js';
 import type { AppContext } from '../app.js';
-import { MULTIPART_SLACK, requireClient, uploadResponse } from './uploads.js';
-
-const services = new WeakMap<AppContext, DirectUploads>();
-
-/** One DirectUploads per app (shared by /runs/upload-url, /runs/upload and /telemetry). */
-export function directUploads(ctx: AppContext): DirectUploads {
-  let svc = services.get(ctx);
-  if (!svc) {
-    const u = ctx.config.raw.uploads;
-    const storage = ctx.config.storage;
-    let secret: Promise<Buffer> | undefined;
-    const getSecret = (): Promise<Buffer> => {
-      // Filesystem: kept under the storage root, so every gateway on that root agrees.
-      secret ??=
-        storage.backend === 'fs'
-          ? loadSigningSecret(u.direct_signing_secret, path.join(storage.root, '.s3up-tmp', 'secrets'))
-          : Promise.resolve(u.direct_signing_secret !== '' ? Buffer.from(u.direct_signing_secret) : randomBytes(32));
-      return secret;
-    };
-    svc = new DirectUploads(ctx.db.db, ctx.pipeline, getSecret, u.direct_url_ttl_seconds);
-    services.set(ctx, svc);
-  }
-  return svc;
-}
+import { formError, formParts, MULTIPART_SLACK, requireClient, uploadResponse } from './uploads.js';
 
 /**
  * Direct uploads (spec 000):
@@ -41,7 +15,7 @@ export function directUploads(ctx: AppContext): DirectUploads {
  *   POST /runs/upload   multipart: key, then file (through the one upload pipeline)
  */
 export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }) {
-  const direct = directUploads(ctx);
+  const { direct } = ctx;
 
   app.post(
     '/runs/upload-url',
@@ -109,7 +83,7 @@ export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
         if (!request.isMultipart()) throw new AppError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, 'POST /runs/upload takes multipart/form-data (key, then file)');
         let token: string | undefined;
         let result: IngestResult | undefined;
-        for await (const part of request.parts({ limits: { fileSize: client.maxFileSize + 1 } })) {
+        for await (const part of formParts(request)) {
           if (part.type === 'field') {
             if (part.fieldname === 'key') token = String(part.value);
             continue;
@@ -127,6 +101,8 @@ export async function directRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
             contentType: part.mimetype || run.content_type || undefined,
             filename: part.filename || undefined,
             queuedRun: run,
+            signal: request.bodyIdle,
+            bodyError: formError,
           });
         }
         if (!result) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "file" field');

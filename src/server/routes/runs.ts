@@ -2,9 +2,12 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { RUN_KINDS, RUN_STATUSES } from '../../db/schema.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { decodeCursor, encodeCursor, MAX_LIMIT, parseKind, parseLimit, parseStatus, parseTime, runToJson } from '../../runs/query.js';
+import { textSchema } from '../../validate.js';
 import type { AppContext } from '../app.js';
 
 const nullableString = { type: ['string', 'null'] } as const;
+/** prune's max_age_days: up to 100 years (a larger age names a time before any record). */
+const MAX_AGE_DAYS = 36_500;
 const nullableNumber = { type: ['number', 'null'] } as const;
 
 export const runJsonSchema = {
@@ -64,11 +67,11 @@ export async function runRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
           properties: {
             status: { type: 'string', enum: [...RUN_STATUSES] },
             kind: { type: 'string', enum: [...RUN_KINDS] },
-            client: { type: 'string', description: 'admin only' },
+            client: textSchema({ description: 'admin only' }),
             created_from: { type: 'string', description: 'ISO 8601 or epoch ms, inclusive' },
             created_to: { type: 'string', description: 'ISO 8601 or epoch ms, inclusive' },
             limit: { type: 'integer', minimum: 1, description: `default 50, at most ${MAX_LIMIT}` },
-            cursor: { type: 'string', description: 'next_cursor of the previous page' },
+            cursor: textSchema({ description: 'next_cursor of the previous page' }),
           },
         },
         response: {
@@ -102,7 +105,7 @@ export async function runRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
       schema: {
         summary: 'One upload record (another client’s run answers 404)',
         tags: ['runs'],
-        params: { type: 'object', properties: { run_id: { type: 'string' } }, required: ['run_id'] },
+        params: { type: 'object', properties: { run_id: textSchema({ maxLength: 128 }) }, required: ['run_id'] },
         response: { 200: runJsonSchema },
       },
     },
@@ -124,9 +127,9 @@ export async function runRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
         querystring: {
           type: 'object',
           properties: {
-            max_runs: { type: 'integer', minimum: 0, description: 'keep this many newest terminal records' },
-            max_age_days: { type: 'number', exclusiveMinimum: 0, description: 'delete terminal records older than this' },
-            client: { type: 'string', description: 'admin only' },
+            max_runs: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'keep this many newest terminal records' },
+            max_age_days: { type: 'number', exclusiveMinimum: 0, maximum: MAX_AGE_DAYS, description: 'delete terminal records older than this' },
+            client: textSchema({ description: 'admin only' }),
           },
         },
         response: {

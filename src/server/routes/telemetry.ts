@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
+import { MAX_EPOCH_MS, textSchema } from '../../validate.js';
 import type { AppContext } from '../app.js';
-import { directUploads } from './direct.js';
 import { requireClient } from './uploads.js';
 
 /**
@@ -9,7 +9,7 @@ import { requireClient } from './uploads.js';
  * GET /telemetry?event=&limit=&before=: the calling client's events, newest first.
  */
 export async function telemetryRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }) {
-  const direct = directUploads(ctx);
+  const { direct } = ctx;
   app.post(
     '/telemetry',
     {
@@ -18,7 +18,12 @@ export async function telemetryRoutes(app: FastifyInstance, { ctx }: { ctx: AppC
         summary: 'Report a client-side event (upload_complete settles a direct upload)',
         body: {
           type: 'object',
-          properties: { event: { type: 'string' }, key: { type: 'string' }, size: { type: 'integer', minimum: 0 }, durationMs: { type: 'number', minimum: 0 } },
+          properties: {
+            event: textSchema(),
+            key: textSchema(),
+            size: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+            durationMs: { type: 'number', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+          },
           required: ['event'],
         },
       },
@@ -33,7 +38,11 @@ export async function telemetryRoutes(app: FastifyInstance, { ctx }: { ctx: AppC
         summary: "This client's telemetry events, newest first",
         querystring: {
           type: 'object',
-          properties: { event: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 1000 }, before: { type: 'integer' } },
+          properties: {
+            event: textSchema(),
+            limit: { type: 'integer', minimum: 1, maximum: 1000 },
+            before: { type: 'integer', minimum: -MAX_EPOCH_MS, maximum: MAX_EPOCH_MS },
+          },
         },
       },
     },
@@ -49,10 +58,20 @@ export async function telemetryRoutes(app: FastifyInstance, { ctx }: { ctx: AppC
           durationMs: e.duration_ms,
           run_id: e.run_id,
           outcome: e.outcome,
-          detail: e.detail === null ? null : (JSON.parse(e.detail) as unknown),
+          detail: parseDetail(e.detail),
           created_at: new Date(e.created_at).toISOString(),
         })),
       };
     },
   );
+}
+
+/** An event's extra fields. Rows stored before extras were bounded may hold cut JSON: shown as null, never a failed listing. */
+function parseDetail(detail: string | null): unknown {
+  if (detail === null) return null;
+  try {
+    return JSON.parse(detail) as unknown;
+  } catch {
+    return null;
+  }
 }

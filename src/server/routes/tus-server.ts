@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { DataStore, ERRORS, type Locker, Server, Upload } from '@tus/server';
 import { AppError, ErrorCode, isAppError } from '../../errors.js';
+import { limitOf } from '../../uploads/limits.js';
 import type { ResumableEngine } from '../../uploads/resumable.js';
 import type { AppContext } from '../app.js';
 import { currentClient, TUS_PATH, TusError, tusContext } from './tus.js';
@@ -73,7 +74,8 @@ export class EngineTusStore extends DataStore {
 
   override async write(stream: Readable, id: string, offset: number): Promise<number> {
     const client = currentClient();
-    return this.engine.tusWrite(client, id, offset, stream, tusContext.getStore()?.checksum);
+    const ctx = tusContext.getStore();
+    return this.engine.tusWrite(client, id, offset, stream, ctx?.checksum, ctx?.signal);
   }
 
   override async remove(id: string): Promise<void> {
@@ -101,7 +103,10 @@ export function createTusServer(ctx: AppContext, engine: ResumableEngine, locker
     respectForwardedHeaders: ctx.config.trustProxy,
     disableTerminationForFinishedUploads: true,
     namingFunction: () => crypto.randomUUID(),
-    maxSize: () => tusContext.getStore()?.client?.maxFileSize ?? 0,
+    maxSize: () => {
+      const client = tusContext.getStore()?.client;
+      return client ? limitOf(client) : 0;
+    },
     onResponseError: (_req, err) => {
       if (err instanceof TusError) return { status_code: err.status_code, body: err.body };
       if (isAppError(err)) {

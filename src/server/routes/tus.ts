@@ -6,13 +6,17 @@ import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import type { BodyChecksum, ResumableEngine } from '../../uploads/resumable.js';
 import { PgAdvisoryLocks, UploadLocker } from '../../uploads/upload-locks.js';
+import { textSchema } from '../../validate.js';
 import type { AppContext } from '../app.js';
+import { settleUnreadBody } from '../request-body.js';
 
 /** What a tus request carries into the datastore: who asks, and the PATCH's Upload-Checksum. */
 interface TusRequestContext {
   client: ResolvedClient | undefined;
   checksum: BodyChecksum | undefined;
   requestId: string;
+  /** Aborts when the PATCH body stops arriving. */
+  signal: AbortSignal | undefined;
 }
 
 /** The calling client and checksum, for the datastore (set around each tus.handle call). */
@@ -22,6 +26,8 @@ export const tusContext = new AsyncLocalStorage<TusRequestContext>();
 export const TUS_CHECKSUM_ALGORITHMS = ['sha1', 'sha256', 'md5'].filter((a) => getHashes().includes(a));
 
 export const TUS_PATH = '/tus';
+
+const tusIdParams = { type: 'object', properties: { '*': textSchema({ maxLength: 128 }) } } as const;
 
 export class TusError extends Error {
   constructor(
@@ -76,14 +82,19 @@ export async function tusRoutes(app: FastifyInstance, { ctx, engine }: { ctx: Ap
     reply.hijack();
     reply.raw.setHeader('Tus-Checksum-Algorithm', TUS_CHECKSUM_ALGORITHMS.join(','));
     reply.raw.setHeader('x-request-id', request.id);
-    await tusContext.run({ client: request.client, checksum, requestId: request.id }, () => tus.handle(request.raw, reply.raw));
+    try {
+      await tusContext.run({ client: request.client, checksum, requestId: request.id, signal: request.bodyIdle }, () => tus.handle(request.raw, reply.raw));
+    } finally {
+      // A PATCH refused or cut short: what the client still sends is read and discarded (or lingered over).
+      settleUnreadBody(request.raw, reply.raw);
+    }
   };
 
   await app.register(async (scope) => {
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_request, _payload, done) => done(null));
     for (const url of [TUS_PATH, `${TUS_PATH}/*`]) {
-      scope.route({ method: ['POST', 'HEAD', 'PATCH', 'DELETE'], url, config: { auth: 'client' }, handler: handle });
+      scope.route({ method: ['POST', 'HEAD', 'PATCH', 'DELETE'], url, config: { auth: 'client' }, schema: { params: tusIdParams }, handler: handle });
       // Discovery (OPTIONS) answers without a key, for CORS preflights.
       scope.route({ method: 'OPTIONS', url, config: { auth: 'none' }, handler: handle });
     }

@@ -1,9 +1,9 @@
-import multipart from '@fastify/multipart';
+import multipart, { type Multipart } from '@fastify/multipart';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { parseSha256 } from '../../uploads/meter.js';
-import { type IngestRequest, type IngestResult, malformedMultipart } from '../../uploads/pipeline.js';
+import type { IngestRequest, IngestResult } from '../../uploads/pipeline.js';
 import type { AppContext } from '../app.js';
 
 /** Room for multipart boundaries and small fields on top of the file itself. */
@@ -53,20 +53,46 @@ const FORM_ERRORS: Record<string, ErrorCode> = {
   FST_PARTS_LIMIT: ErrorCode.INVALID_REQUEST,
   FST_FIELDS_LIMIT: ErrorCode.INVALID_REQUEST,
   FST_PROTO_VIOLATION: ErrorCode.INVALID_REQUEST,
+  FST_INVALID_MULTIPART_CONTENT_TYPE: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
   FST_MP_PREMATURE_CLOSE: ErrorCode.UPLOAD_ABORTED,
   FST_REQ_FILE_TOO_LARGE: ErrorCode.PAYLOAD_TOO_LARGE,
+  ECONNRESET: ErrorCode.UPLOAD_ABORTED,
+  ERR_STREAM_PREMATURE_CLOSE: ErrorCode.UPLOAD_ABORTED,
 };
 
-/** The multipart parser's errors, in the error contract (they may surface inside the pipeline). */
-function formError(err: unknown): unknown {
+/**
+ * An error of the multipart parser (or of a form part's stream), in the error
+ * contract. Known failures are mapped by their code; the parser's complaints
+ * about the body itself (a boundary that does not match the header, a
+ * truncated form, a malformed part header) carry no code, so by their origin
+ * they are the client's malformed body.
+ */
+export function formError(err: unknown): AppError {
   if (err instanceof AppError) return err;
-  const malformed = malformedMultipart(err);
-  if (malformed) return malformed;
-  const code = FORM_ERRORS[(err as { code?: string } | undefined)?.code ?? ''];
-  if (code === ErrorCode.INVALID_REQUEST && (err as { code?: string }).code === 'FST_FILES_LIMIT') {
-    return new AppError(code, 'only one file per request', undefined, { cause: err });
-  }
-  return code ? new AppError(code, (err as Error).message, undefined, { cause: err }) : err;
+  const errCode = (err as { code?: unknown } | undefined)?.code;
+  const code = typeof errCode === 'string' ? FORM_ERRORS[errCode] : undefined;
+  if (errCode === 'FST_FILES_LIMIT') return new AppError(ErrorCode.INVALID_REQUEST, 'only one file per request', undefined, { cause: err });
+  const message = err instanceof Error ? err.message : String(err);
+  if (code) return new AppError(code, message, undefined, { cause: err });
+  return new AppError(ErrorCode.INVALID_REQUEST, `malformed multipart body: ${message}`, undefined, { cause: err });
+}
+
+/**
+ * The parts of a form, with the parser's errors translated by `formError`.
+ * Without `fileSize` the parser puts no limit on a file (its default would be
+ * the 1 MiB body limit): the pipeline's meter enforces the client's limit.
+ */
+export function formParts(request: FastifyRequest, limits: { fileSize?: number } = {}): AsyncIterableIterator<Multipart> {
+  const parts = request.parts({ limits: { fileSize: limits.fileSize ?? Number.POSITIVE_INFINITY } })[Symbol.asyncIterator]();
+  const it: AsyncIterableIterator<Multipart> = {
+    next: () =>
+      parts.next().catch((err: unknown) => {
+        throw formError(err);
+      }),
+    return: (value?: unknown) => (parts.return ? parts.return(value) : Promise.resolve({ done: true as const, value: undefined })),
+    [Symbol.asyncIterator]: () => it,
+  };
+  return it;
 }
 
 /**
@@ -78,7 +104,8 @@ function formError(err: unknown): unknown {
 async function readForm(ctx: AppContext, client: ResolvedClient, request: FastifyRequest): Promise<IngestResult> {
   let path: string | undefined = (request.query as { path?: string }).path;
   let expected = headerString(request, CHECKSUM_HEADER);
-  const parts = request.parts({ limits: { fileSize: client.maxFileSize + 1 } })[Symbol.asyncIterator]();
+  // No parser limit on the file: the pipeline's meter enforces the client's limit.
+  const parts = formParts(request);
   for (;;) {
     const next = await parts.next();
     if (next.done) throw new AppError(ErrorCode.FILE_REQUIRED, 'the form has no "file" field');
@@ -102,12 +129,12 @@ async function readForm(ctx: AppContext, client: ResolvedClient, request: Fastif
       contentType: part.mimetype || undefined,
       filename: part.filename || undefined,
       expectedSha256: expected === undefined ? undefined : parseSha256(expected),
+      signal: request.bodyIdle,
+      bodyError: formError,
       beforeCommit: async () => {
         // The file is staged: read what is left of the form before publishing it.
         for (;;) {
-          const rest = await parts.next().catch((err: unknown) => {
-            throw formError(err);
-          });
+          const rest = await parts.next();
           if (rest.done) return;
           const p = rest.value;
           if (p.type === 'file') {
@@ -174,6 +201,7 @@ export async function uploadRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
           declaredSize: declaredLength(request),
           contentType: headerString(request, 'content-type'),
           expectedSha256: expected === undefined ? undefined : parseSha256(expected),
+          signal: request.bodyIdle,
         });
         return uploadResponse(result);
       },
