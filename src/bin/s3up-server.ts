@@ -52,13 +52,17 @@ async function serve(argv: string[]): Promise<void> {
         `  try: curl -H "Authorization: Bearer ${config.devKey.key}" -T README.md ${server.url}/objects/hello/README.md\n\n`,
     );
   }
-  let stopping = false;
+  // A second signal exits at once, unless it comes within a second of the
+  // first: Ctrl-C under `npm start` reaches the gateway twice (the terminal
+  // signals the whole process group, and npm forwards the signal to its script).
+  let stoppingSince: number | undefined;
   const stop = (signal: string) => {
-    if (stopping) {
+    if (stoppingSince !== undefined) {
+      if (Date.now() - stoppingSince < 1000) return;
       process.stderr.write(`s3up-server: ${signal} again, exiting now\n`);
       process.exit(1);
     }
-    stopping = true;
+    stoppingSince = Date.now();
     server.ctx.logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: finishing in-flight requests');
     server.close().then(
       () => process.exit(0),
