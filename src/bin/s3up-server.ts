@@ -40,13 +40,18 @@ async function serve(argv: string[]): Promise<void> {
   const config = loadConfig({ configPath: values.config, host: values.host, port: values.port === undefined ? undefined : Number(values.port) });
   // Loaded only once the config is valid: a bad config or `keygen` answers without loading the HTTP and S3 stacks.
   const { startServer } = await import('../server/main.js');
+  const { redactUrl } = await import('../db/index.js');
   const server = await startServer(config);
+  for (const warning of config.warnings) server.ctx.logger.warn({ source: config.source }, warning);
   if (config.devKey) {
     const rel = path.relative(process.cwd(), config.devKey.file) || config.devKey.file;
     process.stdout.write(
       `\ns3up-server ${VERSION} on embedded defaults: ${server.url}\n` +
         `  storage:  ${config.storage.backend === 'fs' ? config.storage.root : `s3://${config.raw.s3.bucket}`}\n` +
-        `  database: ${config.databaseUrl}\n` +
+        `  database: ${redactUrl(config.databaseUrl)}\n` +
+        (config.raw.retention.enabled
+          ? `  retention: objects older than ${config.raw.retention.ttl_days} days are deleted (retention.ttl_days; SWEEPER_ENABLED=false keeps them)\n`
+          : '') +
         `  dev client "${config.devKey.client}" API key (${config.devKey.generated ? 'new' : 'kept'} in ${rel}):\n` +
         `    ${config.devKey.key}\n` +
         `  try: curl -H "Authorization: Bearer ${config.devKey.key}" -T README.md ${server.url}/objects/hello/README.md\n\n`,
