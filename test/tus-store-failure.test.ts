@@ -8,6 +8,7 @@ import * as tus from 'tus-js-client';
 import { MiB, random, sha256hex } from './helpers/resumable.js';
 import { startTestServer } from './helpers/server.js';
 import { requireRoot, rootSkip } from './helpers/tools.js';
+import { assertNothingAcknowledgedLost, assertRecordsTellTheTruth } from './helpers/truth.js';
 
 /**
  * A tus upload whose store fails mid-PATCH (the disk fills up): the offset may
@@ -68,6 +69,8 @@ describe('tus: store failure mid-PATCH', { skip: rootSkip }, () => {
       const got = Buffer.from(await res.arrayBuffer());
       assert.equal(got.length, data.length);
       assert.equal(sha256hex(got), sha256hex(data));
+      const truth = await assertRecordsTellTheTruth({ kind: 'fs', root }, server.databaseUrl);
+      assertNothingAcknowledgedLost(truth, [{ key: 'backups/alice/tus/full-disk.bin', bytes: data }]);
     } finally {
       await ts?.stop();
       execFileSync('umount', ['-l', mnt]);
