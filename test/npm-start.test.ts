@@ -3,7 +3,7 @@
 // the real npm script (prestart build included), in a process group of its own.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,9 +23,10 @@ interface NpmStart {
   output(): string;
 }
 
-function npmStart(dir: string): NpmStart {
+/** `npm start` as an operator runs it; `skipBuild`: without the prestart build (`--ignore-scripts` skips pre/post scripts only). */
+function npmStart(dir: string, opts: { skipBuild?: boolean } = {}): NpmStart {
   assert.ok(NPM, 'npm is on PATH wherever Node.js is installed');
-  const proc = spawn(NPM, ['start', '--silent', '--', '--port', '0'], {
+  const proc = spawn(NPM, ['start', '--silent', ...(opts.skipBuild ? ['--ignore-scripts'] : []), '--', '--port', '0'], {
     cwd: REPO_ROOT,
     // A process group of its own: the Ctrl-C case signals the group, as a terminal does.
     detached: true,
@@ -103,7 +104,8 @@ describe('npm start and signals', () => {
   });
 
   it('Ctrl-C (SIGINT to the process group, which npm forwards again) is one graceful shutdown', async () => {
-    const p = npmStart(dir);
+    // The case above built dist/ already (run alone, this one builds it).
+    const p = npmStart(dir, { skipBuild: existsSync(path.join(REPO_ROOT, 'dist', 'src', 'bin', 's3up-server.js')) });
     try {
       const url = await p.url;
       assert.ok(p.proc.pid);
