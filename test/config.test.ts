@@ -186,7 +186,58 @@ const BAD: Array<[string, string, string, RegExp, NodeJS.ProcessEnv?]> = [
   ['bad-port', `server: { port: 99999 }\n${CLIENT}`, 'server.port', /65535/],
   ['bad-prefix', `s3: { path_prefix: "a/../b" }\n${CLIENT}`, 's3.path_prefix', /invalid segment/],
   ['bad-database', `database: { url: "mysql://db/x" }\n${CLIENT}`, 'database.url', /sqlite: or postgres:/],
+  ['no-max-size', `clients:\n  - { name: app, api_key: "${KEY}" }\n`, 'clients[0].max_file_size_mb', /is required: the client's upload limit in MiB/],
+  [
+    's3-half-credentials',
+    `storage: { backend: s3 }\ns3: { bucket: b-1, access_key_id: AKIA0123 }\n${CLIENT}`,
+    's3.secret_access_key',
+    /is required with s3\.access_key_id \(set both, or neither/,
+  ],
 ];
+
+describe('config: where a bad value came from', () => {
+  it('a bad --port or --host is blamed on the option, not on the file or the embedded defaults', () => {
+    const dir = tempDir();
+    try {
+      for (const configPath of [undefined, write(dir, 'ok.yaml', CLIENT)]) {
+        assert.throws(
+          () => loadConfig({ configPath, env: {}, cwd: dir, dataDir: dir, port: 99999 }),
+          (err: unknown) => err instanceof ConfigError && /^config error in the --port option: server\.port: .*65535/.test(err.message),
+        );
+        assert.throws(
+          () => loadConfig({ configPath, env: {}, cwd: dir, dataDir: dir, host: '' }),
+          (err: unknown) => err instanceof ConfigError && err.message.startsWith('config error in the --host option: server.host: '),
+        );
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the real bin: --port 99999 exits 2 with one line naming the option', async () => {
+    const dir = tempDir();
+    try {
+      const r = await runBin(['--port', '99999'], { cwd: dir });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /^s3up-server: config error in the --port option: server\.port: .*65535\)\n$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('S3 without keys works through the SDK default chain but warns; with keys (or on fs) no warning', () => {
+    const s3NoKeys = loadConfig({ configPath: undefined, env: { STORAGE_BACKEND: 's3', S3_BUCKET: 'b-1' }, cwd: os.tmpdir(), dataDir: tempDir() });
+    assert.equal(s3NoKeys.warnings.length, 1);
+    assert.match(s3NoKeys.warnings[0] ?? '', /^s3: no access_key_id \/ secret_access_key configured .*default chain/);
+    const withKeys = loadConfig({
+      env: { STORAGE_BACKEND: 's3', S3_BUCKET: 'b-1', S3_ACCESS_KEY: 'id', S3_SECRET_KEY: 'secret' },
+      cwd: os.tmpdir(),
+      dataDir: tempDir(),
+    });
+    assert.deepEqual(withKeys.warnings, []);
+    assert.deepEqual(loadConfig({ env: {}, cwd: os.tmpdir(), dataDir: tempDir() }).warnings, []);
+  });
+});
 
 /** The ones also run through the real bin (each costs a process start). */
 const BIN_CASES = new Set([
@@ -355,9 +406,43 @@ describe('config: environment overrides in a real gateway process', () => {
         assert.ok(!existsSync(path.join(dir, 'file.db')), 'the file database was not used');
         assert.ok(!existsSync(path.join(dir, 'fs-root')), 'the filesystem backend was not used');
         assert.ok(!gw.stdout().includes(key) && !gw.stderr().includes(key), 'the key is never logged');
+        assert.doesNotMatch(gw.stdout(), /no access_key_id/, 'keys configured: no warning');
       } finally {
         const { code } = await gw.stop();
         assert.equal(code, 0, gw.stderr());
+      }
+      // No S3 keys in the config or its overrides: the SDK's default chain (here its
+      // AWS_* variables) supplies them, and the gateway says so at start.
+      const chain = spawnBin(['--config', 'server.yaml'], {
+        cwd: dir,
+        env: {
+          STORAGE_BACKEND: 's3',
+          S3_ENDPOINT: s3.endpoint,
+          S3_BUCKET: s3.bucket,
+          S3_FORCE_PATH_STYLE: 'true',
+          S3_PATH_PREFIX: 'chain/',
+          DATABASE_URL: 'sqlite:./env-db/s3up.db',
+          PORT: '0',
+          AWS_ACCESS_KEY_ID: s3.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+          AWS_PROFILE: '',
+        },
+      });
+      try {
+        const url = await chain.listening;
+        const warn = chain
+          .stdout()
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as { level: number; msg: string })
+          .find((r) => r.msg.startsWith('s3: no access_key_id'));
+        assert.ok(warn, `a start-up warning about S3 credentials:\n${chain.stdout()}`);
+        assert.equal(warn.level, 40, 'logged at warn level');
+        const put = await fetch(`${url}/objects/env/chain.txt`, { method: 'PUT', headers: { authorization: `Bearer ${key}` }, body: 'via the default chain' });
+        assert.equal(put.status, 200, await put.clone().text());
+      } finally {
+        const { code } = await chain.stop();
+        assert.equal(code, 0, chain.stderr());
       }
       // Without the PORT override the file's port is taken: one line, exit 1, no stack.
       const taken = await runBin(['--config', 'server.yaml'], { cwd: dir, env: { STORAGE_BACKEND: 'fs', DATABASE_URL: 'sqlite:./env-db/s3up.db' } });

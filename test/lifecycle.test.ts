@@ -16,6 +16,7 @@ import { startServer } from '../src/server/main.js';
 import { FS_TMP_DIR } from '../src/storage/fs.js';
 import { spawnBin } from './helpers/bin.js';
 import { newKey, startTestServer, type TestServer } from './helpers/server.js';
+import { openssl } from './helpers/tools.js';
 
 type Json = Record<string, unknown>;
 
@@ -57,7 +58,10 @@ function request(
   });
 }
 
-describe('lifecycle: TLS with a self-signed certificate', () => {
+// openssl makes the certificate: skipped with an install hint when it is missing, never under CI.
+const OPENSSL = openssl();
+
+describe('lifecycle: TLS with a self-signed certificate', { skip: OPENSSL.skip }, () => {
   let dir: string;
   let t: TestServer;
   let cert: Buffer;
@@ -66,7 +70,7 @@ describe('lifecycle: TLS with a self-signed certificate', () => {
     const certFile = path.join(dir, 'cert.pem');
     const keyFile = path.join(dir, 'key.pem');
     execFileSync(
-      'openssl',
+      OPENSSL.require(),
       [
         'req',
         '-x509',

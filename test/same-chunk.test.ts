@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { pgSkip } from './helpers/pg.js';
 import { chunkOf, complete, composite, download, init, MiB, random, sendChunk, sha256hex } from './helpers/resumable.js';
 import { type DbKind, startTestServer, type TestServer } from './helpers/server.js';
+import { type Acknowledged, assertNothingAcknowledgedLost, assertRecordsTellTheTruth } from './helpers/truth.js';
 
 /**
  * One chunk sent twice at once with different bytes: the store never holds a
@@ -18,6 +19,7 @@ for (const db of ['sqlite', 'postgres'] as DbKind[]) {
     after(async () => t?.stop());
 
     it('publishes one whole body per chunk, with a checksum of the stored bytes', async () => {
+      const acknowledged: Acknowledged[] = [];
       for (let round = 0; round < 12; round++) {
         const p = `same-chunk/r${round}.bin`;
         const size = 2 * MiB;
@@ -49,7 +51,10 @@ for (const db of ['sqlite', 'postgres'] as DbKind[]) {
         assert.equal(ex.checksum, composite(got.body, ex.chunk_size));
         assert.equal(ex.checksum_algorithm, 'sha256-of-sha256s');
         assert.equal(sha256hex(got.body).length, 64);
+        acknowledged.push({ key: session.s3_key, bytes: got.body });
       }
+      // Every record tells the truth: one object row per key, its checksum of the stored bytes, its run succeeded.
+      assertNothingAcknowledgedLost(await assertRecordsTellTheTruth({ kind: 'fs', root: `${t.dir}/uploads` }, t.databaseUrl), acknowledged);
     });
   });
 }

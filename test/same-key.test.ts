@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { random, sha256hex } from './helpers/resumable.js';
 import { BACKENDS, startTestServer, type TestServer } from './helpers/server.js';
+import { assertNothingAcknowledgedLost, assertRecordsTellTheTruth } from './helpers/truth.js';
 
 /**
  * Uploads racing on one key: whatever wins, the record the gateway serves
@@ -18,6 +19,8 @@ for (const backend of BACKENDS) {
 
     it('the record always describes the stored bytes', async () => {
       const rounds = backend === 's3' ? 20 : 80;
+      // The bodies of the last round on each key: the store must hold one of them.
+      const lastRound = new Map<string, Buffer[]>();
       for (let round = 0; round < rounds; round++) {
         const bodies = Array.from({ length: 2 + (round % 3) }, () => random(1024 + (round % 7) * 4096));
         const key = `race/k${round % 4}.bin`;
@@ -25,6 +28,7 @@ for (const backend of BACKENDS) {
           bodies.map((b) => fetch(`${t.url}/objects/${key}`, { method: 'PUT', headers: t.auth('alice'), body: b }).then((r) => r.status)),
         );
         for (const s of answers) assert.equal(s, 200);
+        lastRound.set(key, bodies);
         const dl = await fetch(`${t.url}/download?path=${key}`, { headers: t.auth('alice') });
         assert.equal(dl.status, 200);
         const got = Buffer.from(await dl.arrayBuffer());
@@ -46,6 +50,12 @@ for (const backend of BACKENDS) {
         assert.equal(ex.checksum_algorithm, 'sha256');
         assert.equal(ex.size, got.length);
       }
+      const store = backend === 's3' && t.s3rver ? { kind: 's3' as const, s3rver: t.s3rver } : { kind: 'fs' as const, root: `${t.dir}/uploads` };
+      const truth = await assertRecordsTellTheTruth(store, t.databaseUrl);
+      assertNothingAcknowledgedLost(
+        truth,
+        [...lastRound].flatMap(([key, bodies]) => bodies.map((bytes) => ({ key: `backups/alice/${key}`, bytes }))),
+      );
     });
   });
 }

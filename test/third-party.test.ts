@@ -4,14 +4,20 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { awsCli, curl, rclone, type Tool } from './helpers/tools.js';
 
 const run = promisify(execFile);
-const AWS = existsSync('/usr/bin/aws') ? '/usr/bin/aws' : 'aws';
+// Each case names the tools it drives: skipped with an install hint outside CI
+// when one is missing, and failing loudly under CI (helpers/tools.ts).
+const CURL = curl();
+const RCLONE = rclone();
+const AWS = awsCli();
+const skipUnless = (...tools: Tool[]): string | false => tools.map((x) => x.skip).find((s) => s !== false) ?? false;
 
 function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
@@ -31,8 +37,8 @@ describe('third-party clients against the gateway and its S3 store', () => {
     await t.stop();
   });
 
-  it('curl -T (Expect: 100-continue) uploads; rclone reads back the same bytes at the documented key', async () => {
-    const { stdout } = await run('curl', [
+  it('curl -T (Expect: 100-continue) uploads; rclone reads back the same bytes at the documented key', { skip: skipUnless(CURL, RCLONE) }, async () => {
+    const { stdout } = await run(CURL.require(), [
       '-sS',
       '--fail-with-body',
       '-H',
@@ -59,14 +65,18 @@ describe('third-party clients against the gateway and its S3 store', () => {
       RCLONE_CONFIG_STORE_FORCE_PATH_STYLE: 'true',
     };
     delete env.AWS_CA_BUNDLE;
-    const cat = await run('rclone', ['cat', `store:${s3.bucket}/backups/alice/curl/payload.bin`], { env, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 });
+    const cat = await run(RCLONE.require(), ['cat', `store:${s3.bucket}/backups/alice/curl/payload.bin`], {
+      env,
+      encoding: 'buffer',
+      maxBuffer: 64 * 1024 * 1024,
+    });
     assert.equal(sha256(cat.stdout), sha256(data));
-    const ls = await run('rclone', ['lsf', '-R', '--files-only', `store:${s3.bucket}`], { env });
+    const ls = await run(RCLONE.require(), ['lsf', '-R', '--files-only', `store:${s3.bucket}`], { env });
     assert.deepEqual(ls.stdout.trim().split('\n'), ['backups/alice/curl/payload.bin']);
   });
 
-  it('curl -F multipart uploads; the AWS CLI sees the object with its size and content type', async () => {
-    const { stdout } = await run('curl', [
+  it('curl -F multipart uploads; the AWS CLI sees the object with its size and content type', { skip: skipUnless(CURL, AWS) }, async () => {
+    const { stdout } = await run(CURL.require(), [
       '-sS',
       '--fail-with-body',
       '-H',
@@ -89,17 +99,16 @@ describe('third-party clients against the gateway and its S3 store', () => {
     };
     delete env.AWS_CA_BUNDLE;
     delete env.AWS_PROFILE;
-    const head = await run(AWS, ['s3api', 'head-object', '--endpoint-url', s3.endpoint, '--bucket', s3.bucket, '--key', res.s3_key], { env });
+    const head = await run(AWS.require(), ['s3api', 'head-object', '--endpoint-url', s3.endpoint, '--bucket', s3.bucket, '--key', res.s3_key], { env });
     const meta = JSON.parse(head.stdout) as { ContentLength: number; ContentType: string };
     assert.equal(meta.ContentLength, data.length);
     assert.equal(meta.ContentType, 'text/csv');
   });
 
-  it('curl is refused before it sends the body when the file is over the limit', async () => {
+  it('curl is refused before it sends the body when the file is over the limit', { skip: CURL.skip }, async () => {
     const big = path.join(t.dir, 'big.bin');
     writeFileSync(big, Buffer.alloc(65 * 1024 * 1024));
-    const started = Date.now();
-    const { stdout } = await run('curl', [
+    const { stdout } = await run(CURL.require(), [
       '-sS',
       '-w',
       '\\n%{http_code} %{size_upload}',
@@ -115,6 +124,5 @@ describe('third-party clients against the gateway and its S3 store', () => {
     assert.equal(JSON.parse(lines[0] ?? '{}').error_code, 'PAYLOAD_TOO_LARGE');
     // Expect: 100-continue was answered with the 413, so curl sent (almost) nothing.
     assert.ok(Number(uploaded) < 1024 * 1024, `curl uploaded ${uploaded} bytes`);
-    assert.ok(Date.now() - started < 10_000);
   });
 });

@@ -40,25 +40,34 @@ async function serve(argv: string[]): Promise<void> {
   const config = loadConfig({ configPath: values.config, host: values.host, port: values.port === undefined ? undefined : Number(values.port) });
   // Loaded only once the config is valid: a bad config or `keygen` answers without loading the HTTP and S3 stacks.
   const { createGateway } = await import('../server/main.js');
+  const { redactUrl } = await import('../db/index.js');
   const server = await (await createGateway(config)).listen();
+  for (const warning of config.warnings) server.ctx.logger.warn({ source: config.source }, warning);
   if (config.devKey) {
     const rel = path.relative(process.cwd(), config.devKey.file) || config.devKey.file;
     process.stdout.write(
       `\ns3up-server ${VERSION} on embedded defaults: ${server.url}\n` +
         `  storage:  ${config.storage.backend === 'fs' ? config.storage.root : `s3://${config.raw.s3.bucket}`}\n` +
-        `  database: ${config.databaseUrl}\n` +
+        `  database: ${redactUrl(config.databaseUrl)}\n` +
+        (config.raw.retention.enabled
+          ? `  retention: objects older than ${config.raw.retention.ttl_days} days are deleted (retention.ttl_days; SWEEPER_ENABLED=false keeps them)\n`
+          : '') +
         `  dev client "${config.devKey.client}" API key (${config.devKey.generated ? 'new' : 'kept'} in ${rel}):\n` +
         `    ${config.devKey.key}\n` +
         `  try: curl -H "Authorization: Bearer ${config.devKey.key}" -T README.md ${server.url}/objects/hello/README.md\n\n`,
     );
   }
-  let stopping = false;
+  // A second signal exits at once, unless it comes within a second of the
+  // first: Ctrl-C under `npm start` reaches the gateway twice (the terminal
+  // signals the whole process group, and npm forwards the signal to its script).
+  let stoppingSince: number | undefined;
   const stop = (signal: string) => {
-    if (stopping) {
+    if (stoppingSince !== undefined) {
+      if (Date.now() - stoppingSince < 1000) return;
       process.stderr.write(`s3up-server: ${signal} again, exiting now\n`);
       process.exit(1);
     }
-    stopping = true;
+    stoppingSince = Date.now();
     server.ctx.logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: finishing in-flight requests');
     server.close().then(
       () => process.exit(0),

@@ -44,6 +44,8 @@ export interface ResolvedConfig {
   featureFlagsPath: string;
   /** Set when the gateway runs on embedded defaults with a generated dev key. */
   devKey: { client: string; key: string; file: string; generated: boolean } | undefined;
+  /** Things that work but that an operator should know about, logged at start (no secrets). */
+  warnings: string[];
 }
 
 export interface LoadOptions {
@@ -135,15 +137,14 @@ function formatIssuePath(p: ReadonlyArray<PropertyKey>): string {
   return out;
 }
 
-function firstIssue(error: z.ZodError, source: string, envKeys: Map<string, string>): ConfigError {
+/** `keySources` names where a key's value came from when not the file (an environment variable, a command-line option). */
+function firstIssue(error: z.ZodError, source: string, keySources: Map<string, string>): ConfigError {
   const issue = error.issues[0];
   if (!issue) return new ConfigError(source, '', 'invalid configuration');
   const key = formatIssuePath(issue.path);
-  const fromEnv = envKeys.get(key);
   let problem = issue.message;
   if (issue.code === 'unrecognized_keys') problem = `unknown key(s): ${issue.keys.join(', ')}`;
-  if (fromEnv) return new ConfigError(`environment variable ${fromEnv}`, key, problem);
-  return new ConfigError(source, key, problem);
+  return new ConfigError(keySources.get(key) ?? source, key, problem);
 }
 
 function readFileOrThrow(file: string, source: string, key: string): Buffer {
@@ -204,18 +205,25 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
   }
 
   const tree = raw as Record<string, unknown>;
-  const envKeys = new Map<string, string>();
+  const keySources = new Map<string, string>();
   for (const [name, keyPath] of ENV_OVERRIDES) {
     const value = env[name];
     if (value === undefined || value === '') continue;
     setPath(tree, keyPath, value);
-    envKeys.set(keyPath.join('.'), name);
+    keySources.set(keyPath.join('.'), `environment variable ${name}`);
   }
-  if (opts.host !== undefined) setPath(tree, ['server', 'host'], opts.host);
-  if (opts.port !== undefined) setPath(tree, ['server', 'port'], opts.port);
+  if (opts.host !== undefined) {
+    setPath(tree, ['server', 'host'], opts.host);
+    keySources.set('server.host', 'the --host option');
+  }
+  if (opts.port !== undefined) {
+    setPath(tree, ['server', 'port'], opts.port);
+    keySources.set('server.port', 'the --port option');
+  }
+  const sourceOf = (key: string) => keySources.get(key) ?? source;
 
   const parsed = configSchema.safeParse(tree);
-  if (!parsed.success) throw firstIssue(parsed.error, source, envKeys);
+  if (!parsed.success) throw firstIssue(parsed.error, source, keySources);
   const config = parsed.data;
 
   const seen = new Set<string>();
@@ -241,12 +249,24 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
           pathPrefix: normalizePrefix(config.s3.path_prefix, source),
         }
       : { backend: 's3', pathPrefix: normalizePrefix(config.s3.path_prefix, source), s3: config.s3 };
-  if (storage.backend === 's3' && config.s3.bucket === '') {
-    throw new ConfigError(
-      envKeys.has('storage.backend') ? 'environment variable STORAGE_BACKEND' : source,
-      's3.bucket',
-      'a bucket is required when storage.backend is s3',
-    );
+  const warnings: string[] = [];
+  if (storage.backend === 's3') {
+    if (config.s3.bucket === '') throw new ConfigError(sourceOf('storage.backend'), 's3.bucket', 'a bucket is required when storage.backend is s3');
+    const hasId = config.s3.access_key_id !== '';
+    const hasSecret = config.s3.secret_access_key !== '';
+    if (hasId !== hasSecret) {
+      const missing = hasId ? 's3.secret_access_key' : 's3.access_key_id';
+      throw new ConfigError(
+        sourceOf(hasId ? 's3.access_key_id' : 's3.secret_access_key'),
+        missing,
+        `is required with ${hasId ? 's3.access_key_id' : 's3.secret_access_key'} (set both, or neither for the AWS SDK's default credentials)`,
+      );
+    }
+    if (!hasId) {
+      warnings.push(
+        's3: no access_key_id / secret_access_key configured (S3_ACCESS_KEY, S3_SECRET_KEY): the AWS SDK looks for credentials in its default chain (AWS_* environment variables, ~/.aws profiles, an IAM role); requests fail if it finds none',
+      );
+    }
   }
 
   let tls: ResolvedConfig['tls'];
@@ -262,7 +282,7 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
     const file = databaseUrl.slice('sqlite:'.length);
     databaseUrl = file === ':memory:' ? databaseUrl : `sqlite:${path.resolve(cwd, file)}`;
   } else if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
-    throw new ConfigError(envKeys.has('database.url') ? 'environment variable DATABASE_URL' : source, 'database.url', 'must start with sqlite: or postgres://');
+    throw new ConfigError(sourceOf('database.url'), 'database.url', 'must start with sqlite: or postgres://');
   }
 
   return {
@@ -285,6 +305,7 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
       retentionDays: c.retention_days,
     })),
     devKey,
+    warnings,
     featureFlagsPath: path.resolve(cwd, config.feature_flags.config_path),
   };
 }

@@ -26,8 +26,9 @@ export const clientSchema = z
       .string()
       .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (the SHA-256 of the key)')
       .optional(),
+    /** Required: every client has an explicit upload limit. */
     max_file_size_mb: z.coerce
-      .number()
+      .number({ error: "is required: the client's upload limit in MiB, a number such as 100" })
       .positive()
       .max(5 * 1024 * 1024),
     retention_days: z.coerce.number().positive().optional(),

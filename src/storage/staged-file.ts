@@ -105,6 +105,11 @@ export class StagedFile extends Writable {
     }
   }
 
+  /** Resolves once no write-behind sync is in flight (a failed one fails the next write or the finish). */
+  settled(): Promise<void> {
+    return this.syncing ?? Promise.resolve();
+  }
+
   override _final(callback: (error?: Error | null) => void): void {
     (async () => {
       await this.syncing;

@@ -11,20 +11,23 @@ export interface S3rverProcess {
   accessKeyId: string;
   secretAccessKey: string;
   dir: string;
+  /** The running process (replaced by `restart`). */
   proc: ChildProcess;
+  /** A real fault: SIGKILL the store process (nothing of it is left listening). */
+  kill(): Promise<void>;
+  /** Start the store again on the same port and folder (what it held is still there). */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
 const require = createRequire(import.meta.url);
 
-/** Start a real s3rver process on an ephemeral port with one bucket. */
-export async function startS3rver(bucket = 's3up-test'): Promise<S3rverProcess> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 's3rver-'));
+function launch(dir: string, port: number, bucket: string): Promise<{ proc: ChildProcess; port: number }> {
   const bin = path.join(path.dirname(require.resolve('s3rver/package.json')), 'bin', 's3rver.js');
-  const proc = spawn(process.execPath, [bin, '-d', dir, '-a', '127.0.0.1', '-p', '0', '--silent', '--configure-bucket', bucket], {
+  const proc = spawn(process.execPath, [bin, '-d', dir, '-a', '127.0.0.1', '-p', String(port), '--silent', '--configure-bucket', bucket], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const port = await new Promise<number>((resolve, reject) => {
+  return new Promise<{ proc: ChildProcess; port: number }>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`s3rver did not start: ${out}`)), 15_000);
     proc.stdout?.on('data', (d: Buffer) => {
@@ -32,7 +35,8 @@ export async function startS3rver(bucket = 's3up-test'): Promise<S3rverProcess> 
       const m = /listening on [^:]+:(\d+)/.exec(out);
       if (m) {
         clearTimeout(timer);
-        resolve(Number(m[1]));
+        proc.removeAllListeners('exit');
+        resolve({ proc, port: Number(m[1]) });
       }
     });
     proc.stderr?.on('data', (d: Buffer) => {
@@ -43,22 +47,38 @@ export async function startS3rver(bucket = 's3up-test'): Promise<S3rverProcess> 
       reject(new Error(`s3rver exited with ${code}: ${out}`));
     });
   });
-  proc.removeAllListeners('exit');
-  return {
-    endpoint: `http://127.0.0.1:${port}`,
-    port,
+}
+
+function exit(proc: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  proc.kill(signal);
+  return exited;
+}
+
+/** Start a real s3rver process on an ephemeral port with one bucket. */
+export async function startS3rver(bucket = 's3up-test'): Promise<S3rverProcess> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 's3rver-'));
+  const first = await launch(dir, 0, bucket);
+  const s: S3rverProcess = {
+    endpoint: `http://127.0.0.1:${first.port}`,
+    port: first.port,
     bucket,
     accessKeyId: 'S3RVER',
     secretAccessKey: 'S3RVER',
     dir,
-    proc,
+    proc: first.proc,
+    async kill() {
+      await exit(s.proc, 'SIGKILL');
+    },
+    async restart() {
+      await exit(s.proc, 'SIGKILL');
+      s.proc = (await launch(dir, s.port, bucket)).proc;
+    },
     async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        const exited = new Promise((r) => proc.once('exit', r));
-        proc.kill('SIGTERM');
-        await exited;
-      }
+      await exit(s.proc, 'SIGTERM');
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  return s;
 }

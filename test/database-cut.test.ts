@@ -1,0 +1,104 @@
+// PostgreSQL goes away under load: a TCP proxy between the gateway and the
+// server is cut (every connection reset, new ones refused) while 20 uploads
+// stream in, then restored. Answers are 2xx or a retryable 503, every upload
+// answered 2xx is stored byte-exact, and once the sweeper has run every record
+// tells the truth: no run left processing, no object without its record.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually, request } from './helpers/http.js';
+import { createPgDatabase, pgSkip } from './helpers/pg.js';
+import { MiB, random } from './helpers/resumable.js';
+import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.js';
+import { type CuttableProxy, startTcpProxy } from './helpers/tcp-proxy.js';
+import { type Acknowledged, assertNothingAcknowledgedLost, assertRecordsTellTheTruth, records } from './helpers/truth.js';
+
+describe('PostgreSQL cut under load (TCP proxy)', { skip: pgSkip }, () => {
+  for (const mode of ['stopped', 'reset'] as const) {
+    // stopped: open connections closed, new ones refused (a server shut down);
+    // reset: open connections reset (RST), new ones refused (a network failure).
+    it(`20 streaming uploads, database ${mode}: 2xx or 503, nothing acknowledged lost, every record true after the sweep`, async () => {
+      const pgDb = await createPgDatabase();
+      const direct = new URL(pgDb.url);
+      const proxy = await startTcpProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+      const viaProxy = new URL(pgDb.url);
+      viaProxy.hostname = '127.0.0.1';
+      viaProxy.port = String(proxy.port);
+      const t = await startTestServer({ databaseUrl: viaProxy.toString(), extra: { uploads: { heartbeat_seconds: 1 } } });
+      try {
+        await underLoad(t, proxy, pgDb.url, mode === 'reset');
+      } finally {
+        await t.stop();
+        await proxy.close();
+        await pgDb.drop();
+      }
+    });
+  }
+});
+
+async function inFlight(t: TestServer): Promise<number> {
+  const g = await t.server.ctx.metrics.inFlight.get();
+  return g.values.reduce((n, v) => n + v.value, 0);
+}
+
+async function underLoad(t: TestServer, proxy: CuttableProxy, databaseUrl: string, reset: boolean): Promise<void> {
+  const bodies = Array.from({ length: 20 }, () => random(MiB));
+  let release!: () => void;
+  const cutDone = new Promise<void>((r) => {
+    release = r;
+  });
+  // Each body: half now, the rest once the database is cut.
+  const uploads = bodies.map((b, i) => {
+    async function* body(): AsyncGenerator<Buffer> {
+      yield b.subarray(0, b.length / 2);
+      await cutDone;
+      yield b.subarray(b.length / 2);
+    }
+    return request(`${t.url}/objects/cut/f${i}.bin`, {
+      method: 'PUT',
+      headers: { ...t.auth('alice'), 'content-type': 'application/octet-stream', 'content-length': String(b.length) },
+      body: body(),
+      timeoutMs: 120_000,
+    });
+  });
+  // Every upload admitted (its run written) and streaming: then the cut.
+  await eventually(async () => (await inFlight(t)) === 20, 60_000, '20 uploads in flight');
+  await proxy.cut({ reset });
+  release();
+  // While the database is cut, more uploads arrive.
+  const during = await Promise.all(
+    bodies.slice(0, 5).map((b, i) => request(`${t.url}/objects/cut/during-${i}.bin`, { method: 'PUT', headers: t.auth('alice'), body: b, timeoutMs: 120_000 })),
+  );
+  const answers = await Promise.all(uploads);
+  const acknowledged: Acknowledged[] = [];
+  for (const [i, res] of [...answers, ...during].entries()) {
+    if (res.status === 200) {
+      acknowledged.push({ key: res.json<{ s3_key: string }>().s3_key, bytes: (i < 20 ? bodies[i] : bodies[i - 20]) as Buffer });
+      continue;
+    }
+    assert.equal(res.status, 503, `upload ${i}: ${res.body.toString()}`);
+    assert.equal(res.json<{ error_code: string }>().error_code, 'DATABASE_UNAVAILABLE', res.body.toString());
+  }
+  for (const res of during) assert.equal(res.status, 503, 'the database is cut: uploads are refused, retryable');
+
+  await proxy.restore();
+  // The gateway recovers: a new upload goes through.
+  const again = await eventually(
+    async () => {
+      const res = await request(`${t.url}/objects/cut/after.bin`, { method: 'PUT', headers: t.auth('alice'), body: Buffer.from('after') });
+      return res.status === 200 ? res : undefined;
+    },
+    60_000,
+    'an upload to succeed once the database is back',
+  );
+  acknowledged.push({ key: again.json<{ s3_key: string }>().s3_key, bytes: Buffer.from('after') });
+  // The sweeper settles whatever the outage left open.
+  for (let i = 0; i < 60; i++) {
+    await fetch(`${t.url}/api/admin/sweep`, { method: 'POST', headers: { 'x-admin-token': ADMIN_TOKEN } });
+    const { runs } = await records(databaseUrl);
+    if (!runs.some((r) => r.status === 'processing' || r.status === 'queued')) break;
+    await sleep(500);
+  }
+  const truth = await assertRecordsTellTheTruth({ kind: 'fs', root: `${t.dir}/uploads` }, databaseUrl);
+  assertNothingAcknowledgedLost(truth, acknowledged);
+}
