@@ -4,6 +4,7 @@ import type SQLite from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, type PostgresPool, type SqliteDatabase, SqliteDialect, sql } from 'kysely';
 import { migrationProvider } from './migrations.js';
 import type { Database } from './schema.js';
+import { sqliteDriver } from './sqlite-driver.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -50,7 +51,7 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
   if (url.startsWith('sqlite:')) {
     const file = url.slice('sqlite:'.length);
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
-    const { default: SQLiteDatabase } = await import('better-sqlite3');
+    const SQLiteDatabase = sqliteDriver();
     const sqlite = new SQLiteDatabase(file);
     // WAL: readers never block the writer; NORMAL sync is durable across
     // process crashes (a power cut may lose the last transactions, not corrupt).
