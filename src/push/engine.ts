@@ -160,11 +160,24 @@ export async function runPush(opts: PushRunOptions): Promise<SessionRow> {
   const writer = new OutcomeWriter(state, sessionId);
   const queue = new Channel<Job>(config.workers * 2);
   stats.boundBytes = config.workers * config.part_concurrency * config.chunk_size_mb * MiB;
-  let listing: Promise<void> | undefined;
+  let listing: Promise<boolean> | undefined;
   const ensureListing = () => {
     listing ??= (async () => {
-      const n = await state.storeRemote(sessionId, target.list('', signal));
-      opts.onEvent?.({ event: 'listing', objects: n });
+      try {
+        const n = await state.storeRemote(sessionId, target.list('', signal));
+        opts.onEvent?.({ event: 'listing', objects: n });
+        return true;
+      } catch (err) {
+        if (signal.aborted) throw err;
+        // Without the listing, files the state does not know are uploaded (the target verifies them).
+        const { error } = target.judge(err);
+        opts.onEvent?.({
+          event: 'warning',
+          path: target.description,
+          message: `cannot list the target (${error.code}: ${error.message}); uploading what the state does not know`,
+        });
+        return false;
+      }
     })();
     return listing;
   };
@@ -227,8 +240,7 @@ export async function runPush(opts: PushRunOptions): Promise<SessionRow> {
       }
       unknown.push({ file: f, uploadId: same ? k.upload_id : null });
     }
-    if (unknown.length > 0 && config.remote_check) {
-      await ensureListing();
+    if (unknown.length > 0 && config.remote_check && (await ensureListing())) {
       const remote = await state.remote(
         sessionId,
         unknown.map((u) => u.file.relPath),
