@@ -338,6 +338,9 @@ describe('s3up push through the gateway (SQLite state)', () => {
     const both = await run(['push', dir, '--server', proxy.url, '--direct', 's3://bucket/x'], env);
     assert.equal(both.code, 2);
     assert.match(both.stderr, /choose one target/);
+    const missing = await run(['push', path.join(dir, 'no-such-dir'), '--server', proxy.url], env);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /no-such-dir is not a directory \(it does not exist\)/);
     const cfg = path.join(dir, 'bad.json');
     writeFileSync(cfg, '{"workers": 4, "unknown_key": 1}');
     const unknown = await run(['push', dir, '--config', cfg], env);

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import { ConfigError, configJson, type PushConfig, type PushFlags, resolvePushConfig } from '../../push/config.js';
 import { PushStats, runPush, runRetry } from '../../push/engine.js';
@@ -125,6 +126,8 @@ export function register(program: Command, ctx: CliContext): void {
         if (err instanceof ConfigError) throw new UsageError(`push: ${err.message}`);
         throw err;
       }
+      const st = statSync(cfg.source_dir, { throwIfNoEntry: false });
+      if (!st?.isDirectory()) throw new UsageError(`push: ${cfg.source_dir} is not a directory${st ? '' : ' (it does not exist)'}`);
       const apiKey = flags.apiKey ?? flags.key ?? ctx.env.S3UP_API_KEY;
       const built = buildTarget(cfg, apiKey);
       const state = await openState(flags.db, ctx.env);
