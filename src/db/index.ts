@@ -8,8 +8,8 @@ import { sqliteDriver } from './sqlite-driver.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
-export interface Db {
-  db: Kysely<Database>;
+export interface Db<T = Database> {
+  db: Kysely<T>;
   dialect: Dialect;
   close(): Promise<void>;
 }
@@ -46,8 +46,9 @@ function withStatementCache(sqlite: SQLite.Database, max = 512): SqliteDatabase 
 /**
  * Open the database at `url` (sqlite:<file> or postgres://). Only the driver
  * the URL needs is loaded: a SQLite gateway never loads pg, and the reverse.
+ * `T` is the schema (the gateway's by default; the push state has its own).
  */
-export async function openDatabase(url: string, opts: { poolSize?: number } = {}): Promise<Db> {
+export async function openDatabase<T = Database>(url: string, opts: { poolSize?: number } = {}): Promise<Db<T>> {
   if (url.startsWith('sqlite:')) {
     const file = url.slice('sqlite:'.length);
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
@@ -59,7 +60,7 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('busy_timeout = 5000');
     sqlite.pragma('foreign_keys = ON');
-    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+    const db = new Kysely<T>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
     return { db, dialect: 'sqlite', close: () => db.destroy() };
   }
   const { default: pg } = await import('pg');
@@ -90,7 +91,7 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
     },
     end: () => pool.end(),
   };
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: tagged as unknown as PostgresPool }) });
+  const db = new Kysely<T>({ dialect: new PostgresDialect({ pool: tagged as unknown as PostgresPool }) });
   return { db, dialect: 'postgres', close: () => db.destroy() };
 }
 

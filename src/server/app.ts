@@ -235,6 +235,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   await app.register(observabilityRoutes, { ctx });
   await app.register(uploadRoutes, { ctx });
   await app.register(objectRoutes, { ctx });
+  await app.register((await import('./routes/list.js')).listRoutes, { ctx });
   // Resumable (chunked, tus) and direct uploads.
   app.decorate('resumable', ctx.engine);
   await app.register(chunkedRoutes, { ctx, engine: ctx.engine });
