@@ -71,6 +71,24 @@ describe('stalled request bodies are cut (body_idle_timeout_seconds)', () => {
     });
   }
 
+  it('a body that arrived whole is not cut while its answer takes longer than the idle timeout', async () => {
+    for (const size of [4 * 1024, 300 * 1024]) {
+      const p = `idle/slow-publish-${size}.bin`;
+      // Another publish of the same key holds its lock for longer than the idle timeout.
+      const release = await t.server.ctx.pipeline.keyLocks.acquire(`backups/alice/${p}`);
+      const timer = setTimeout(release, 2500);
+      try {
+        const data = random(size);
+        const res = await fetch(`${t.url}/objects/${p}`, { method: 'PUT', headers: t.auth('alice'), body: data });
+        assert.equal(res.status, 200, await res.clone().text());
+        assert.equal(((await res.json()) as { sha256: string }).sha256, sha256hex(data));
+      } finally {
+        clearTimeout(timer);
+        release();
+      }
+    }
+  });
+
   it('multipart form: 408, run failed, no temp file', async () => {
     const full = multipart([
       { name: 'path', value: 'idle/form.bin' },

@@ -153,7 +153,22 @@ for (const db of ['sqlite', 'postgres'] as DbKind[]) {
       assert.deepEqual(wrong, []);
     });
 
-    it('telemetry stays readable after hostile events (GET /telemetry is 200)', async () => {
+    it('telemetry stays readable after hostile events, and past a row stored cut by an older gateway (GET /telemetry is 200)', async () => {
+      await t.server.ctx.db.db
+        .insertInto('telemetry_events')
+        .values({
+          event_id: 'legacy-cut-detail',
+          client: 'alice',
+          event: 'progress',
+          key: null,
+          size: null,
+          duration_ms: null,
+          run_id: null,
+          outcome: null,
+          detail: '{"note":"xxxx',
+          created_at: Date.now(),
+        })
+        .execute();
       const res = await fetch(`${t.url}/telemetry`, { headers: t.auth('alice') });
       assert.equal(res.status, 200);
       await res.json();

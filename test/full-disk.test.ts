@@ -86,6 +86,10 @@ describe('full disk (fs store on a small tmpfs)', () => {
       const plain = await put();
       assert.equal(plain.status, 507);
       assert.equal(await errorCode(plain), 'STORAGE_FULL');
+      // A streamed body (over 64 KiB) fails while it arrives.
+      const streamed = await fetch(`${server.url}/objects/full/streamed.bin`, { method: 'PUT', headers: server.auth('alice'), body: random(MiB) });
+      assert.equal(streamed.status, 507);
+      assert.equal(await errorCode(streamed), 'STORAGE_FULL');
 
       rmSync(filler);
       assert.equal((await sendChunk(server, 'alice', s.file_id, 2, data.subarray(MiB))).status, 200);

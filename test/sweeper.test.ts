@@ -183,6 +183,8 @@ describe('s3up-server sweep (CLI)', () => {
     assert.doesNotMatch(dry.stdout, /new\.log/);
     assert.match(dry.stdout, /dry run: 1 object\(s\)/);
     assert.match(dry.stdout, /task abort-expired-sessions: would remove 0/);
+    // The command runs the gateway's own sweeper (createGateway): every task the gateway runs.
+    assert.match(dry.stdout, /task settle-orphaned-runs: would remove 0/);
     assert.equal(existsSync(oldFile), true);
     const real = await runBin(args, { cwd: t.dir });
     assert.equal(real.code, 0, real.stderr);

@@ -170,7 +170,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
-    request.bodyIdle = watchBodyIdle(request.raw, config.bodyIdleTimeoutMs);
+    request.bodyIdle = watchBodyIdle(request.raw, reply.raw, config.bodyIdleTimeoutMs);
     if (ctx.closing.value) {
       reply.header('connection', 'close');
       throw new AppError(ErrorCode.SHUTTING_DOWN, 'the gateway is shutting down; retry shortly');

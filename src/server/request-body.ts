@@ -104,7 +104,7 @@ function lingerOnClose(socket: Socket): void {
  * itself spends not reading (backpressure from a slow store, a database
  * write before the bytes flow) does not count.
  */
-export function watchBodyIdle(req: IncomingMessage, idleMs: number): AbortSignal | undefined {
+export function watchBodyIdle(req: IncomingMessage, res: ServerResponse, idleMs: number): AbortSignal | undefined {
   if (!bodyUnread(req) || idleMs <= 0) return undefined;
   const controller = new AbortController();
   req.setTimeout(idleMs, () => {
@@ -122,5 +122,13 @@ export function watchBodyIdle(req: IncomingMessage, idleMs: number): AbortSignal
     controller.abort(new AppError(ErrorCode.REQUEST_TIMEOUT, `the request body stopped arriving (no data for ${idleMs / 1000} s)`));
     req.socket.setTimeout(idleMs);
   });
+  // Once the body is in, the answer may take its time (a large publish): the
+  // socket's idle timer must not cut it. Node reports a timeout after the body
+  // is complete to the response only (and closes the socket if nobody listens).
+  const bodyIn = () => {
+    if (!controller.signal.aborted && !bodyUnread(req)) req.socket?.setTimeout(0);
+  };
+  req.once('end', bodyIn);
+  res.on('timeout', bodyIn);
   return controller.signal;
 }
