@@ -40,6 +40,13 @@ export async function runCli(argv: string[], out: NodeJS.WritableStream = proces
     out.write(`${VERSION}\n`);
     return 0;
   }
+  if (cmd === 'agent' || cmd === '--config' || cmd.startsWith('--config=')) {
+    const { runAgent, runAgentStatus } = await import('../agent/cli.js');
+    const args = cmd === 'agent' ? rest : argv;
+    const status = args[0] === 'status';
+    const { values: o } = parseArgs({ args: status ? args.slice(1) : args, options: { config: { type: 'string' }, json: { type: 'boolean' } }, strict: true });
+    return status ? runAgentStatus(o.config, { json: o.json }) : runAgent(o.config);
+  }
   const { values, positionals } = parseArgs({
     args: rest,
     options: { server: { type: 'string' }, key: { type: 'string' } },
