@@ -1,9 +1,21 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { agentSetup, gatewayUploads, sha256, storedSha256, waitFor } from './helpers/agent.js';
+import pino from 'pino';
+import { loadConfig } from '../src/config/load.js';
+import { startServer } from '../src/server/main.js';
+import { agentSetup, gatewayDb, gatewayUploads, sha256, storedSha256, waitFor } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function allArrived(t: TestServer, client: string, keys: Iterable<string>): boolean {
+  const uploads = gatewayUploads(t, client);
+  for (const k of keys) if (!uploads.has(k)) return false;
+  return true;
+}
 
 describe('s3up agent (real gateway, agent as a subprocess)', () => {
   let t: TestServer;
@@ -53,5 +65,154 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
     assert.deepEqual([...again.entries()].sort(), [...uploads.entries()].sort());
     const exists = await fetch(`${t.url}/exists?path=up/existing.txt`, { headers: t.auth('alice') });
     assert.equal(((await exists.json()) as { exists: boolean }).exists, true);
+  });
+
+  it('a slow writer trickling for longer than the debounce: only the whole file is ever uploaded', async () => {
+    const a = agentSetup(t, 'alice', { stability: { debounce_seconds: 1.5 } });
+    const p = a.start();
+    try {
+      await waitFor(() => p.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the agent to watch');
+      const file = path.join(a.watchDir, 'growing.log');
+      const writes = 50;
+      for (let i = 0; i < writes; i++) {
+        appendFileSync(file, `line ${i} ${'x'.repeat(200)}\n`);
+        await sleep(100); // 5 s of writing, 100 ms apart, against a 1.5 s debounce
+      }
+      const whole = readFileSync(file);
+      await waitFor(() => gatewayUploads(t, 'alice').get('up/growing.log'), 'the finished file');
+      // Give it the time of two more debounces to (wrongly) upload again, then look.
+      await waitFor(() => p.lines().filter((l) => l.msg === 'upload' && l.path === file).length >= 1, 'the upload log line');
+      assert.equal(gatewayUploads(t, 'alice').get('up/growing.log'), 1, 'uploaded exactly once');
+      assert.equal(storedSha256(t, 'alice', 'up/growing.log'), sha256(whole), 'the whole file');
+      const line = p.lines().find((l) => l.msg === 'upload' && l.path === file);
+      assert.equal(line?.outcome, 'uploaded');
+      assert.equal(line?.size, whole.length);
+    } finally {
+      assert.equal((await p.stop()).code, 0);
+    }
+  });
+
+  it('a burst of 5,000 files: every one arrives exactly once with its checksum', async () => {
+    const a = agentSetup(t, 'alice', { stability: { debounce_seconds: 1 }, upload: { concurrency: 8 } });
+    const p = a.start();
+    const n = 5000;
+    const expected = new Map<string, string>();
+    try {
+      await waitFor(() => p.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the agent to watch');
+      for (let d = 0; d < 10; d++) mkdirSync(path.join(a.watchDir, `burst${d}`));
+      await sleep(200);
+      for (let i = 0; i < n; i++) {
+        const body = randomBytes(256 + (i % 512));
+        const rel = `burst${i % 10}/f${i}.bin`;
+        writeFileSync(path.join(a.watchDir, rel), body);
+        expected.set(`up/${rel}`, sha256(body));
+      }
+      await waitFor(() => allArrived(t, 'alice', expected.keys()), 'all 5,000 files', 180_000, 1000);
+      const st = await a.status();
+      assert.equal((st.queue as { pending: number }).pending, 0);
+    } finally {
+      assert.equal((await p.stop()).code, 0);
+    }
+    const uploads = gatewayUploads(t, 'alice');
+    const stored = gatewayDb(t, (db) => db.prepare(`SELECT path, sha256 FROM objects WHERE client = 'alice' AND path LIKE 'up/burst%'`).all()) as Array<{
+      path: string;
+      sha256: string;
+    }>;
+    const storedSha = new Map(stored.map((r) => [r.path, r.sha256]));
+    for (const [k, sum] of expected) {
+      assert.equal(uploads.get(k), 1, `${k} uploaded once`);
+      assert.equal(storedSha.get(k), sum, `${k} checksum`);
+    }
+  });
+
+  it('nested folders made with mkdir -p and filled at once, then written again later: every file arrives', async () => {
+    const a = agentSetup(t, 'alice');
+    const p = a.start();
+    const expected = new Map<string, string>();
+    const write = (rel: string) => {
+      const body = randomBytes(100);
+      writeFileSync(path.join(a.watchDir, rel), body);
+      expected.set(`up/${rel}`, sha256(body));
+    };
+    try {
+      await waitFor(() => p.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the agent to watch');
+      for (let i = 0; i < 40; i++) {
+        mkdirSync(path.join(a.watchDir, `n${i}`, 'a', 'b'), { recursive: true });
+        for (let j = 0; j < 5; j++) write(`n${i}/a/b/early${j}.bin`);
+      }
+      await waitFor(() => allArrived(t, 'alice', expected.keys()), 'the files written at once');
+      // Later writes into the nested folders must raise events too (no rescan runs in this test).
+      for (let i = 0; i < 40; i++) write(`n${i}/a/b/late.bin`);
+      await waitFor(() => allArrived(t, 'alice', expected.keys()), 'the files written later');
+    } finally {
+      assert.equal((await p.stop()).code, 0);
+    }
+    assert.equal(p.lines().filter((l) => l.why === 'periodic').length, 0, 'found by events and crawls, not by a periodic rescan');
+    const uploads = gatewayUploads(t, 'alice');
+    for (const k of expected.keys()) assert.equal(uploads.get(k), 1, k);
+    assert.equal(storedSha256(t, 'alice', 'up/n7/a/b/late.bin'), expected.get('up/n7/a/b/late.bin'));
+  });
+
+  it('permanent refusals are parked with their reason, shown in status, and do not hold up the rest', async () => {
+    const a = agentSetup(t, 'small');
+    writeFileSync(path.join(a.watchDir, 'too-big.bin'), Buffer.alloc(2 * 1024 * 1024, 1));
+    writeFileSync(path.join(a.watchDir, 'bad\u0001name.txt'), 'control character in the name');
+    writeFileSync(path.join(a.watchDir, 'fine.txt'), 'fine');
+    const p = a.start();
+    try {
+      await waitFor(async () => ((await a.status()).queue as { parked: number }).parked === 2, 'two parked files');
+      await waitFor(() => gatewayUploads(t, 'small').get('up/fine.txt'), 'the fine file');
+      const st = (await a.status()) as { parked: Array<{ path: string; code: string; reason: string }> };
+      const byName = new Map(st.parked.map((x) => [path.basename(x.path), x]));
+      assert.equal(byName.get('too-big.bin')?.code, 'PAYLOAD_TOO_LARGE');
+      assert.equal(byName.get('bad\u0001name.txt')?.code, 'INVALID_PATH');
+      assert.match(byName.get('bad\u0001name.txt')?.reason ?? '', /^400 INVALID_PATH/);
+      // Logged once each, not retried.
+      await sleep(1000);
+      assert.equal(p.lines().filter((l) => l.msg === 'parked: permanent refusal').length, 2);
+      // A parked file that changes is tried again.
+      writeFileSync(path.join(a.watchDir, 'too-big.bin'), Buffer.alloc(1000, 2));
+      await waitFor(() => gatewayUploads(t, 'small').get('up/too-big.bin'), 'the shrunk file');
+    } finally {
+      assert.equal((await p.stop()).code, 0);
+    }
+  });
+
+  it('gateway down while files appear: the agent queues, probes with backoff, and drains when it returns', async () => {
+    const g = await startTestServer({ clients: [{ name: 'carol' }] });
+    const port = Number(new URL(g.url).port);
+    const a = agentSetup(g, 'carol');
+    const p = a.start();
+    let restarted: Awaited<ReturnType<typeof startServer>> | undefined;
+    const expected = new Map<string, string>();
+    try {
+      await waitFor(() => p.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the agent to watch');
+      await g.server.close(1000);
+      for (let i = 0; i < 30; i++) {
+        const body = randomBytes(500);
+        writeFileSync(path.join(a.watchDir, `offline${i}.bin`), body);
+        expected.set(`up/offline${i}.bin`, sha256(body));
+      }
+      await waitFor(() => p.lines().filter((l) => l.outcome === 'retry_later').length >= 3, 'a few failed probes');
+      const st = (await a.status()) as { daemon: { gateway: { state: string } }; queue: { pending: number } };
+      assert.equal(st.daemon.gateway.state, 'backoff');
+      assert.ok(st.queue.pending > 0);
+      // The probes are spaced out: no storm of attempts while it is down.
+      const probes = p.lines().filter((l) => l.outcome === 'retry_later').length;
+      assert.ok(probes < 30, `${probes} probes`);
+      const config = loadConfig({ configPath: g.configPath, env: {}, cwd: g.dir, port });
+      restarted = await startServer(config, { logger: pino({ level: 'silent' }) });
+      await waitFor(() => allArrived(g, 'carol', expected.keys()), 'the queue to drain');
+      assert.ok(p.lines().some((l) => l.msg === 'gateway answers again: draining the queue'));
+      assert.equal((await p.stop()).code, 0);
+      for (const [k, sum] of expected) {
+        assert.equal(gatewayUploads(g, 'carol').get(k), 1, k);
+        assert.equal(storedSha256(g, 'carol', k), sum);
+      }
+    } finally {
+      await p.stop();
+      await restarted?.close(1000);
+      await g.stop().catch(() => {});
+    }
   });
 });

@@ -506,7 +506,7 @@ export class Agent {
         return finish();
       }
       if (this.maxFileSize !== undefined && st1.size > this.maxFileSize) {
-        this.park(row, st1, { status: 413, code: 'FILE_TOO_LARGE', message: `${st1.size} bytes is over this client's limit of ${this.maxFileSize} bytes` });
+        this.park(row, st1, { status: 413, code: 'PAYLOAD_TOO_LARGE', message: `${st1.size} bytes is over this client's limit of ${this.maxFileSize} bytes` });
         return finish();
       }
       await new Promise<void>((resolve) => this.stabilizing.set(row.local_path, setTimeout(resolve, this.config.debounceMs)));
