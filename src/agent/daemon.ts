@@ -6,11 +6,10 @@ import picomatch from 'picomatch';
 import type { Logger } from 'pino';
 import { GatewayError } from '../client/errors.js';
 import { GatewayClient } from '../client/gateway.js';
-import { backoffDelay } from '../client/retry.js';
 import { VERSION } from '../version.js';
 import type { AgentConfig, Watch } from './config.js';
 import { Ledger, type QueueRow, utcDay } from './ledger.js';
-import { type AgentUploadOutcome, matchesRemoteChecksum, scanFiles, uploadOne } from './transfer.js';
+import { type AgentUploadOutcome, gatewayTarget, matchesRemoteChecksum, nextDelay, scanFiles, uploadOne } from './transfer.js';
 import { inotifyWatchCount, isWatchLimitError, TreeWatcher } from './watcher.js';
 
 /** Files between claim and upload (waiting out their debounce, or stable and waiting for a slot): bounds memory. */
@@ -74,6 +73,7 @@ export function ignoreGlobs(globs: readonly string[]): string[] {
 export class Agent {
   readonly ledger: Ledger;
   readonly client: GatewayClient;
+  private readonly target: ReturnType<typeof gatewayTarget>;
   phase: Phase = 'starting';
   private readonly startedAt = Date.now();
   private readonly watchers = new Map<Watch, TreeWatcher>();
@@ -119,6 +119,7 @@ export class Agent {
       retry: { attempts: config.retryAttempts, baseDelayMs: 250, maxDelayMs: Math.max(250, Math.min(config.retryDelayMs, 5_000)) },
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
     });
+    this.target = gatewayTarget(this.client);
     this.concurrency = config.concurrency ?? DEFAULT_CONCURRENCY;
     this.chunkSize = config.chunkSize;
     const globs = ignoreGlobs(config.ignore);
@@ -473,12 +474,18 @@ export class Agent {
     );
   }
 
+  /** Full-jitter exponential backoff from retry_delay_seconds up to max_retry_delay_seconds; a Retry-After is honoured. */
   private backoff(attempt: number, retryAfterMs?: number): number {
-    const d = backoffDelay(
-      { attempts: Number.POSITIVE_INFINITY, baseDelayMs: Math.max(100, this.config.retryDelayMs), maxDelayMs: this.config.maxRetryDelayMs },
+    return nextDelay(
+      {
+        attempts: Number.POSITIVE_INFINITY,
+        baseDelayMs: Math.max(100, this.config.retryDelayMs),
+        maxDelayMs: this.config.maxRetryDelayMs,
+        maxRetryAfterMs: Math.max(this.config.maxRetryDelayMs, 60_000),
+      },
       attempt,
+      retryAfterMs,
     );
-    return Math.max(d, Math.min(retryAfterMs ?? 0, this.config.maxRetryDelayMs * 4));
   }
 
   /** Stability check of spec 002: stat, wait debounce_seconds, stat again. */
@@ -590,7 +597,7 @@ export class Agent {
     this.ledger.setPhase(row.local_path, 'uploading');
     const resumeUploadId = row.upload_id && row.upload_size === now0.size && row.upload_mtime_ms === now0.mtimeMs ? row.upload_id : undefined;
     const t0 = Date.now();
-    const out: AgentUploadOutcome = await uploadOne(this.client, {
+    const out: AgentUploadOutcome = await uploadOne(this.target, {
       localPath: row.local_path,
       remotePath: row.remote_path,
       resumableThreshold: this.config.resumableThreshold,
@@ -598,10 +605,22 @@ export class Agent {
       partConcurrency: Math.max(1, Math.min(4, this.concurrency)),
       resumeUploadId,
       onUploadId: (id) => this.ledger.setUploadId(row.local_path, id, now0.size, now0.mtimeMs),
+      onProgress: (pr) => {
+        entry.bytesSent = pr.bytesSent;
+      },
       signal: entry.abort.signal,
     });
     const ms = Date.now() - t0;
-    const line = { path: row.local_path, remote: row.remote_path, size: out.size, duration_ms: ms, resumed: resumeUploadId !== undefined };
+    const r = out.result;
+    const line = {
+      path: row.local_path,
+      remote: row.remote_path,
+      size: out.size,
+      duration_ms: ms,
+      mode: out.size >= this.config.resumableThreshold ? 'resumable' : 'plain',
+      ...(r?.chunksSent !== undefined ? { chunks_sent: r.chunksSent, chunks_skipped: r.chunksSkipped ?? 0 } : {}),
+      ...(resumeUploadId !== undefined ? { resume_upload_id: resumeUploadId } : {}),
+    };
     if (out.verdict === 'ok') {
       this.gatewayRecovered();
       const after = await lstat(row.local_path).catch(() => undefined);
@@ -623,7 +642,7 @@ export class Agent {
           sha256: out.sha256 ?? null,
           checksum: out.checksum ?? null,
           checksumAlgorithm: out.checksumAlgorithm ?? null,
-          chunkSize: out.chunkSize,
+          chunkSize: out.chunkSize ?? null,
         },
         this.config.afterUpload === 'delete' ? 'verify_delete' : undefined,
       );
@@ -637,20 +656,40 @@ export class Agent {
       this.log.info({ ...line, outcome: 'interrupted' }, 'upload');
       return;
     }
+    if (e.code === 'LOCAL_ENOENT' || e.code === 'LOCAL_NOT_A_FILE') {
+      this.ledger.drop(row.local_path); // gone (deleted or renamed away) before it could be read
+      this.log.info({ ...line, outcome: 'gone', code: e.code }, 'upload');
+      return;
+    }
     if (out.verdict === 'permanent') {
       this.ledger.setUploadId(row.local_path, null, null, null);
       this.park(row, now0, e);
       this.log.info({ ...line, outcome: 'parked', status: e.status, code: e.code }, 'upload');
       return;
     }
-    // Transient: back of the queue, and the whole agent backs off (one probe at a time) until the gateway answers again.
+    if (out.changedDuringUpload || e.code === 'LOCAL_CHANGED') {
+      // Written to while it was read: not stable after all.
+      this.unstable(row, now0);
+      this.log.info({ ...line, outcome: 'changed_during_upload', code: e.code }, 'upload');
+      return;
+    }
     this.ledger.countFailure();
-    const r = this.ledger.requeue(row.local_path, { next: Date.now(), failure: true, error: e.message, code: e.code });
-    this.gatewayFailed(e, r?.failures ?? 1);
+    if (e.code.startsWith('LOCAL_')) {
+      // The file could not be read (an I/O error): this file waits, the others go on;
+      // after upload.retry_attempts such failures it is parked with the reason.
+      const f = this.ledger.requeue(row.local_path, { next: Date.now() + this.backoff(row.failures), failure: true, error: e.message, code: e.code });
+      if (f && f.failures >= this.config.retryAttempts) this.park(row, now0, e);
+      this.log.info({ ...line, outcome: 'retry_later', code: e.code }, 'upload');
+      return;
+    }
+    // The gateway (or the way to it) failed: back of the queue, and the whole agent backs off,
+    // one probe at a time, until the gateway answers again. Never given up.
+    this.ledger.requeue(row.local_path, { next: Date.now(), failure: true, error: e.message, code: e.code });
+    this.gatewayFailed(e);
     this.log.info({ ...line, outcome: 'retry_later', status: e.status, code: e.code, retry_in_ms: this.pausedUntil - Date.now() }, 'upload');
   }
 
-  private gatewayFailed(e: { status: number; code: string; message: string; retryAfterMs?: number }, _fileFailures: number): void {
+  private gatewayFailed(e: { status: number; code: string; message: string; retryAfterMs?: number }): void {
     this.gatewayFailures++;
     const delay = this.backoff(this.gatewayFailures - 1, e.retryAfterMs);
     this.pausedUntil = Math.max(this.pausedUntil, Date.now() + delay);
@@ -689,12 +728,12 @@ export class Agent {
       remote = await this.client.exists(f.remote_path);
     } catch (err) {
       const ge = err instanceof GatewayError ? err : undefined;
-      if (ge && !ge.retryable) {
+      if (ge?.permanent) {
         this.park(row, st, { status: ge.status, code: ge.errorCode, message: ge.message });
         return;
       }
       this.ledger.requeue(row.local_path, { next: Date.now(), failure: true, error: describe(err), code: ge?.errorCode ?? 'NETWORK_ERROR' });
-      this.gatewayFailed({ status: ge?.status ?? 0, code: ge?.errorCode ?? 'NETWORK_ERROR', message: describe(err) }, 1);
+      this.gatewayFailed({ status: ge?.status ?? 0, code: ge?.errorCode ?? 'NETWORK_ERROR', message: describe(err), retryAfterMs: ge?.retryAfterMs });
       return;
     }
     this.gatewayRecovered();

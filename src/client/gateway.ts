@@ -1,4 +1,4 @@
-import { errorFromResponse, GatewayError } from './errors.js';
+import { errorFromResponse, GatewayError, networkError } from './errors.js';
 import { DEFAULT_RETRY, type RetryPolicy, withRetry } from './retry.js';
 
 /**
@@ -28,7 +28,68 @@ export interface ExistsResult {
   s3_key: string;
   size: number | null;
   sha256: string | null;
+  /** One a client can compute locally: the plain SHA-256, or the composite over `chunk_size` pieces. */
+  checksum?: string | null;
+  checksum_algorithm?: 'sha256' | 'sha256-of-sha256s' | null;
+  chunk_size?: number | null;
+  content_type?: string | null;
   uploaded_at: string | null;
+  run_id?: string | null;
+}
+
+/** One object of GET /list. */
+export interface ListedObject {
+  path: string;
+  size: number;
+  sha256: string | null;
+  checksum: string;
+  checksum_algorithm: 'sha256' | 'sha256-of-sha256s';
+  chunk_size: number | null;
+  content_type: string | null;
+  uploaded_at: string;
+}
+
+export interface ListPage {
+  objects: ListedObject[];
+  /** Pass back as `cursor` for the next page; null on the last page. */
+  next_cursor: string | null;
+}
+
+export interface ChunkedInit {
+  file_id: string;
+  run_id: string;
+  s3_key: string;
+  path: string;
+  chunk_size: number;
+  total_chunks: number;
+  expires_at: string;
+  checksum_algorithm: string;
+}
+
+export interface ChunkedStatus {
+  file_id: string;
+  status: string;
+  path: string;
+  file_size: number;
+  chunk_size: number;
+  total_chunks: number;
+  uploaded_chunks: number[];
+  missing: number[];
+  bytes_received: number;
+  expires_at: string;
+  checksum: string | null;
+}
+
+export interface ChunkedComplete {
+  file_id: string;
+  run_id: string;
+  s3_key: string;
+  path: string;
+  size: number;
+  checksum: string;
+  checksum_algorithm: string;
+  sha256: string | null;
+  status: 'completed';
 }
 
 /** A body the SDK can send again on retry: a factory, or bytes/Blob (re-sendable as they are). */
@@ -56,6 +117,9 @@ export function encodePath(path: string): string {
 function isNetworkError(err: unknown): boolean {
   return err instanceof TypeError || (err as { name?: string })?.name === 'FetchError';
 }
+
+const json = (body: unknown) => () => JSON.stringify(body);
+const JSON_HEADERS = { 'content-type': 'application/json' };
 
 export class GatewayClient {
   readonly baseUrl: string;
@@ -92,7 +156,7 @@ export class GatewayClient {
         if (body instanceof ReadableStream) req.duplex = 'half';
         res = await this.fetchImpl(`${this.baseUrl}${path}`, req);
       } catch (err) {
-        if (isNetworkError(err)) throw new GatewayError(`network error: ${(err as Error).message}`, 0, 'NETWORK_ERROR', undefined, undefined);
+        if (isNetworkError(err) && !init.signal?.aborted) throw networkError(err);
         throw err;
       }
       if (!res.ok && res.status !== 304) throw await errorFromResponse(res);
@@ -117,9 +181,73 @@ export class GatewayClient {
     return (await res.json()) as UploadResult;
   }
 
-  async exists(path: string): Promise<ExistsResult> {
-    const res = await this.request('GET', `/exists?path=${encodeURIComponent(path)}`);
+  async exists(path: string, opts: { signal?: AbortSignal } = {}): Promise<ExistsResult> {
+    const res = await this.request('GET', `/exists?path=${encodeURIComponent(path)}`, { signal: opts.signal });
     return (await res.json()) as ExistsResult;
+  }
+
+  /** GET /list: this client's objects under `prefix`, in path order, a page at a time. */
+  async list(opts: { prefix?: string; cursor?: string; limit?: number; signal?: AbortSignal } = {}): Promise<ListPage> {
+    const q = new URLSearchParams();
+    if (opts.prefix) q.set('prefix', opts.prefix);
+    if (opts.cursor) q.set('cursor', opts.cursor);
+    if (opts.limit !== undefined) q.set('limit', String(opts.limit));
+    const qs = q.toString();
+    const res = await this.request('GET', `/list${qs ? `?${qs}` : ''}`, { signal: opts.signal });
+    return (await res.json()) as ListPage;
+  }
+
+  /** Every object under `prefix`, page after page (one streamed listing: memory is one page). */
+  async *listAll(opts: { prefix?: string; pageSize?: number; signal?: AbortSignal } = {}): AsyncGenerator<ListedObject> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.list({ prefix: opts.prefix, cursor, limit: opts.pageSize, signal: opts.signal });
+      yield* page.objects;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+  }
+
+  /** POST /upload/chunked/init (spec 004). `checksum` is the composite the gateway verifies at complete. */
+  async chunkedInit(
+    init: { path: string; fileSize: number; contentType?: string; checksum?: string; chunkSize?: number },
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<ChunkedInit> {
+    const body: Record<string, unknown> = { path: init.path, file_size: init.fileSize };
+    if (init.contentType) body.content_type = init.contentType;
+    if (init.checksum) body.checksum = init.checksum;
+    if (init.chunkSize) body.chunk_size = init.chunkSize;
+    const res = await this.request('POST', '/upload/chunked/init', { body: json(body), headers: JSON_HEADERS, signal: opts.signal });
+    return (await res.json()) as ChunkedInit;
+  }
+
+  /** Send chunk `n` (1-based) with its SHA-256 (hex), which the gateway verifies. */
+  async chunkedPut(
+    fileId: string,
+    n: number,
+    bytes: Uint8Array,
+    sha256: string,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<{ chunk_number: number; status: string; size: number }> {
+    const res = await this.request('POST', `/upload/chunked/${encodeURIComponent(fileId)}/chunk?chunk_number=${n}`, {
+      body: () => bytes,
+      headers: { 'content-type': 'application/octet-stream', 'x-checksum-sha256': sha256 },
+      signal: opts.signal,
+    });
+    return (await res.json()) as { chunk_number: number; status: string; size: number };
+  }
+
+  async chunkedStatus(fileId: string, opts: { signal?: AbortSignal } = {}): Promise<ChunkedStatus> {
+    const res = await this.request('GET', `/upload/chunked/${encodeURIComponent(fileId)}/status`, { signal: opts.signal });
+    return (await res.json()) as ChunkedStatus;
+  }
+
+  async chunkedComplete(fileId: string, opts: { signal?: AbortSignal } = {}): Promise<ChunkedComplete> {
+    const res = await this.request('POST', `/upload/chunked/${encodeURIComponent(fileId)}/complete`, { signal: opts.signal });
+    return (await res.json()) as ChunkedComplete;
+  }
+
+  async chunkedAbort(fileId: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.request('DELETE', `/upload/chunked/${encodeURIComponent(fileId)}`, { signal: opts.signal });
   }
 
   /** GET /download; the caller reads the body. `range` is inclusive. */

@@ -1,3 +1,26 @@
-export { errorFromResponse, GatewayError } from './errors.js';
-export { type ExistsResult, encodePath, GatewayClient, type GatewayClientOptions, type UploadBody, type UploadOptions, type UploadResult } from './gateway.js';
-export { backoffDelay, DEFAULT_RETRY, type RetryPolicy, withRetry } from './retry.js';
+export { errorFromResponse, GatewayError, judge, networkError, parseRetryAfter, type Verdict } from './errors.js';
+export {
+  type ChunkedComplete,
+  type ChunkedInit,
+  type ChunkedStatus,
+  type ExistsResult,
+  encodePath,
+  GatewayClient,
+  type GatewayClientOptions,
+  type ListedObject,
+  type ListPage,
+  type UploadBody,
+  type UploadOptions,
+  type UploadResult,
+} from './gateway.js';
+export {
+  blobSource,
+  type ChunkSource,
+  chunkSizeToAsk,
+  type ResumableOptions,
+  type ResumableProgress,
+  type ResumableResult,
+  sha256Hex,
+  uploadResumable,
+} from './resumable.js';
+export { backoffDelay, DEFAULT_RETRY, type RetryPolicy, retryDelay, sleep, withRetry } from './retry.js';

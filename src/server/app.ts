@@ -233,6 +233,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   await app.register(observabilityRoutes, { ctx });
   await app.register(uploadRoutes, { ctx });
   await app.register(objectRoutes, { ctx });
+  await app.register((await import('./routes/list.js')).listRoutes, { ctx });
   // Resumable (chunked, tus) and direct uploads. The engine's sweep of
   // expired sessions runs on its own timer (uploads.sweep_interval_seconds).
   const resumable = new ResumableEngine(ctx.db.db, ctx.pipeline, {

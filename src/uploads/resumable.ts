@@ -3,6 +3,7 @@ import { Readable, Transform, type TransformCallback, Writable } from 'node:stre
 import { pipeline } from 'node:stream/promises';
 import type { Kysely, Selectable } from 'kysely';
 import type { Logger } from 'pino';
+import { COMPOSITE_ALGORITHM, compositeChecksum } from '../checksum.js';
 import type { ResolvedClient } from '../config/load.js';
 import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
@@ -26,7 +27,7 @@ export const FINISHED_RETENTION_MS = 7 * 24 * 3600 * 1000;
 /** A chunk claim older than this was left by a request that died; another request may take it over. */
 export const STALE_CLAIM_MS = 10 * 60 * 1000;
 
-export const COMPOSITE_ALGORITHM = 'sha256-of-sha256s';
+export { COMPOSITE_ALGORITHM, compositeChecksum } from '../checksum.js';
 
 /**
  * Chunk size, decided by the server (spec 004 adaptive sizes):
@@ -43,17 +44,6 @@ export function chunkSizeFor(fileSize: number, backend: 'fs' | 's3'): number {
 
 export function totalChunksFor(fileSize: number, chunkSize: number): number {
   return fileSize === 0 ? 0 : Math.ceil(fileSize / chunkSize);
-}
-
-/**
- * The composite checksum of a resumable upload: SHA-256 over the concatenated
- * raw SHA-256 digests of its chunks, in chunk order, written "<hex>-<N>".
- * A client computes it from the chunks it sends, without a second pass.
- */
-export function compositeChecksum(partSha256Hex: readonly string[]): string {
-  const h = createHash('sha256');
-  for (const hex of partSha256Hex) h.update(Buffer.from(hex, 'hex'));
-  return `${h.digest('hex')}-${partSha256Hex.length}`;
 }
 
 /** Accept "<hex>-N", "<hex>" or "sha256-of-sha256s:<hex>[-N]"; return "<hex>" (N is checked by the caller). */

@@ -1,0 +1,44 @@
+import { createReadStream } from 'node:fs';
+import { type ChecksumAlgorithm, COMPOSITE_ALGORITHM, ContentHasher } from '../checksum.js';
+
+export { type ChecksumAlgorithm, COMPOSITE_ALGORITHM } from '../checksum.js';
+
+const READ_CHUNK = 1024 * 1024;
+
+export interface FileChecksums {
+  size: number;
+  sha256: string;
+  /** The composite over `chunkSize` pieces, when a chunk size was given. */
+  composite: string | undefined;
+}
+
+/** SHA-256 of a file and, with `chunkSize`, its composite checksum: one streamed pass. */
+export async function fileChecksums(file: string, chunkSize?: number, signal?: AbortSignal): Promise<FileChecksums> {
+  const hasher = new ContentHasher(chunkSize);
+  for await (const chunk of createReadStream(file, { highWaterMark: READ_CHUNK, signal })) hasher.update(chunk as Buffer);
+  const { sha256, composite } = hasher.digest();
+  return { size: hasher.size, sha256, composite };
+}
+
+/** What the gateway records for an object: its checksum, the algorithm and (composite) chunk size. */
+export interface ReportedChecksum {
+  checksum: string;
+  checksum_algorithm: ChecksumAlgorithm;
+  chunk_size?: number | null;
+}
+
+/** The checksum the gateway reports for content uploaded whole (plain) or in `chunkSize` pieces (resumable). */
+export function reportedFor(sums: FileChecksums, chunkSize?: number): ReportedChecksum {
+  if (chunkSize === undefined || sums.size <= chunkSize || sums.composite === undefined) {
+    return { checksum: sums.sha256, checksum_algorithm: 'sha256', chunk_size: null };
+  }
+  return { checksum: sums.composite, checksum_algorithm: COMPOSITE_ALGORITHM, chunk_size: chunkSize };
+}
+
+/** Compute the local file's checksum the way `remote` was computed and compare. */
+export async function matchesRemote(file: string, remote: ReportedChecksum, signal?: AbortSignal): Promise<boolean> {
+  const composite = remote.checksum_algorithm === COMPOSITE_ALGORITHM;
+  if (composite && !remote.chunk_size) return false;
+  const sums = await fileChecksums(file, composite ? (remote.chunk_size ?? undefined) : undefined, signal);
+  return (composite ? sums.composite : sums.sha256) === remote.checksum;
+}
