@@ -22,7 +22,9 @@ export function register(program: Command, ctx: CliContext): void {
     .description("what the daemon is doing: queue, in flight, parked with reasons, skipped, last uploads, totals (reads the agent's ledger)")
     .option('--config <file>', 'client.yaml')
     .option('--json', 'machine-readable output')
-    .action(async (flags: { config?: string; json?: boolean }) => {
+    .action(async (_flags: unknown, cmd: Command) => {
+      // `--config` may land on `agent` or on `status`, wherever it was written.
+      const flags = cmd.optsWithGlobals<{ config?: string; json?: boolean }>();
       const { runAgentStatus } = await import('../../agent/cli.js');
       ctx.exitCode = await runAgentStatus(flags.config, { json: flags.json }, ctx.stdout, ctx.stderr);
     });
