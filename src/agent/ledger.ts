@@ -153,7 +153,8 @@ export class Ledger {
              VALUES (@local_path, @remote_path, 'pending', @reason, @seq, @now, @now)
              ON CONFLICT(local_path) DO UPDATE SET status = 'pending', reason = excluded.reason, remote_path = excluded.remote_path,
                seq = excluded.seq, next_attempt_at = excluded.next_attempt_at, attempts = 0, failures = 0,
-               last_error = NULL, last_error_code = NULL, seen_size = NULL, seen_mtime_ms = NULL`,
+               last_error = NULL, last_error_code = NULL, seen_size = NULL, seen_mtime_ms = NULL, claimed = 0, phase = NULL,
+               upload_id = NULL, upload_size = NULL, upload_mtime_ms = NULL`,
           ),
           insertBaseline: db.prepare('INSERT OR REPLACE INTO baseline (local_path, file_size, mtime_ms) VALUES (?, ?, ?)'),
           claim: db.prepare(
