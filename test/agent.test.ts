@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { loadConfig } from '../src/config/load.js';
 import { startServer } from '../src/server/main.js';
-import { agentSetup, gatewayDb, gatewayUploads, sha256, storedSha256, waitFor } from './helpers/agent.js';
+import { agentSetup, gatewayDb, gatewayUploads, sha256, spawnCli, storedSha256, waitFor } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -213,6 +213,84 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
       await p.stop();
       await restarted?.close(1000);
       await g.stop().catch(() => {});
+    }
+  });
+
+  it('upload_existing: false records the first scan without uploading; changes, new files and files added while stopped are uploaded (spec form: s3up --config)', async () => {
+    const a = agentSetup(t, 'alice', { scan: { upload_existing: false } });
+    const w = a.watchDir;
+    writeFileSync(path.join(w, 'old-a.txt'), 'a');
+    writeFileSync(path.join(w, 'old-b.txt'), 'b');
+    const env = { AGENT_TEST_KEY: t.keys.alice };
+    const p = spawnCli(['--config', a.configPath], { cwd: a.dir, env });
+    try {
+      await waitFor(() => p.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the agent to watch');
+      assert.ok(p.lines().some((l) => l.msg === 'scan done' && l.recorded_without_upload === true));
+      writeFileSync(path.join(w, 'new.txt'), 'new');
+      writeFileSync(path.join(w, 'old-a.txt'), 'a, changed');
+      await waitFor(() => gatewayUploads(t, 'alice').get('up/new.txt') && gatewayUploads(t, 'alice').get('up/old-a.txt'), 'the new and the changed file');
+    } finally {
+      assert.equal((await p.stop()).code, 0);
+    }
+    writeFileSync(path.join(w, 'while-stopped.txt'), 'added while the agent was stopped');
+    const p2 = a.start();
+    try {
+      await waitFor(() => gatewayUploads(t, 'alice').get('up/while-stopped.txt'), 'the file added while stopped');
+      await waitFor(() => p2.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the drain');
+    } finally {
+      assert.equal((await p2.stop()).code, 0);
+    }
+    assert.equal(gatewayUploads(t, 'alice').has('up/old-b.txt'), false, 'an unchanged existing file is never uploaded');
+    assert.equal(gatewayUploads(t, 'alice').get('up/old-a.txt'), 1);
+  });
+
+  it('posts its daily report and reads GET /config', async () => {
+    const a = agentSetup(t, 'alice', { reports: { enabled: true, interval_minutes: 60 } });
+    writeFileSync(path.join(a.watchDir, 'reported.txt'), 'counted in the report');
+    const p = a.start();
+    try {
+      const cfg = await waitFor(() => p.lines().find((l) => l.msg === 'settings from the gateway'), 'the settings from GET /config');
+      assert.equal(cfg.max_file_size, 100 * 1024 * 1024);
+      await waitFor(() => p.lines().find((l) => l.msg === 'daily report sent'), 'the report');
+    } finally {
+      assert.equal((await p.stop()).code, 0);
+    }
+    const today = new Date().toISOString().slice(0, 10);
+    const row = gatewayDb(t, (db) => db.prepare(`SELECT * FROM client_reports WHERE client = 'alice' AND date = ?`).get(today)) as
+      | { files_uploaded: number; queue_depth: number; agent_version: string }
+      | undefined;
+    assert.ok(row && row.files_uploaded >= 1, JSON.stringify(row));
+    assert.equal(row.queue_depth, 0);
+  });
+
+  it('a bad client.yaml stops the agent with one line naming the file, the key and the problem', async () => {
+    const a = agentSetup(t, 'alice');
+    const cases: Array<[string, RegExp]> = [
+      ['server: { url: "http://x", api_key: k }\nwatches: []\n', /client\.yaml: watches: at least one watch is required/],
+      [
+        `server: { url: "http://x", api_key: k }\nwatches: [{ local_path: ${JSON.stringify(a.watchDir)} }]\nstability: { debounce: 3 }\n`,
+        /stability: unknown key\(s\): debounce/,
+      ],
+      [
+        'server: { url: "http://x", api_key: "${S3UP_AGENT_UNSET_VAR}" }\nwatches: [{ local_path: /nonexistent }]\n',
+        /server\.api_key: environment variable S3UP_AGENT_UNSET_VAR is not set/,
+      ],
+      [
+        'server: { url: "http://x", api_key: k }\nwatches: [{ local_path: /nonexistent-s3up }]\n',
+        /watches\[0\]\.local_path: cannot read \/nonexistent-s3up \(ENOENT\)/,
+      ],
+      [`server: { url: "ftp://x", api_key: k }\nwatches: [{ local_path: ${JSON.stringify(a.watchDir)} }]\n`, /server\.url: must be an http/],
+    ];
+    for (const [yaml, expected] of cases) {
+      const file = path.join(a.dir, 'client.yaml');
+      writeFileSync(file, yaml);
+      const p = spawnCli(['agent', '--config', file], { cwd: a.dir });
+      const { code } = await p.exited;
+      assert.equal(code, 2, yaml);
+      const lines = p.stderr().trim().split('\n');
+      assert.equal(lines.length, 1, p.stderr());
+      assert.match(lines[0] ?? '', expected);
+      assert.ok(lines[0]?.startsWith(`s3up agent: config error in ${file}`), lines[0]);
     }
   });
 });
