@@ -272,6 +272,7 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
         /stability: unknown key\(s\): debounce/,
       ],
       [
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: client.yaml's literal ${ENV} syntax
         'server: { url: "http://x", api_key: "${S3UP_AGENT_UNSET_VAR}" }\nwatches: [{ local_path: /nonexistent }]\n',
         /server\.api_key: environment variable S3UP_AGENT_UNSET_VAR is not set/,
       ],
