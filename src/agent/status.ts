@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { formatBytes as human } from '../format.js';
 import type { AgentConfig } from './config.js';
 import type { AgentSnapshot } from './daemon.js';
 import { Ledger, utcDay } from './ledger.js';
@@ -117,17 +118,6 @@ export function readStatus(config: AgentConfig, now = Date.now()): AgentStatus {
     ledger.close();
   }
 }
-
-const human = (bytes: number) => {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-};
 
 export function formatStatus(s: AgentStatus): string {
   const out: string[] = [];

@@ -21,7 +21,9 @@ export class UsageError extends Error {
   }
 }
 
-export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
+import { DEFAULT_SERVER } from '../push/target.js';
+
+export { DEFAULT_SERVER };
 
 export interface GatewayFlags {
   server?: string;

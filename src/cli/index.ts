@@ -3,13 +3,17 @@ import { GatewayError } from '../client/errors.js';
 import { VERSION } from '../version.js';
 import * as agent from './commands/agent.js';
 import * as objects from './commands/objects.js';
+import * as push from './commands/push.js';
+import * as retry from './commands/retry.js';
+import * as sessions from './commands/sessions.js';
+import * as trigger from './commands/trigger.js';
 import { type CliContext, type RegisterCommands, UsageError } from './context.js';
 
 // The AWS SDK (push --direct) warns on every process start under Node 20; users must not see it.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 /** Every command group, each registering itself from its own file in ./commands. */
-const GROUPS: RegisterCommands[] = [objects.register, agent.register];
+const GROUPS: RegisterCommands[] = [objects.register, push.register, retry.register, trigger.register, sessions.register, agent.register];
 
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command('s3up')
@@ -19,7 +23,11 @@ export function buildProgram(ctx: CliContext): Command {
     .exitOverride()
     .configureOutput({ writeOut: (s) => ctx.stdout.write(s), writeErr: (s) => ctx.stderr.write(s) });
   for (const register of GROUPS) register(program, ctx);
-  for (const cmd of program.commands) cmd.exitOverride().configureOutput({ writeOut: (s) => ctx.stdout.write(s), writeErr: (s) => ctx.stderr.write(s) });
+  const configure = (cmd: Command) => {
+    cmd.exitOverride().configureOutput({ writeOut: (s) => ctx.stdout.write(s), writeErr: (s) => ctx.stderr.write(s) });
+    for (const sub of cmd.commands) configure(sub);
+  };
+  for (const cmd of program.commands) configure(cmd);
   return program;
 }
 

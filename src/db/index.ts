@@ -7,8 +7,8 @@ import type { Database } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
-export interface Db {
-  db: Kysely<Database>;
+export interface Db<T = Database> {
+  db: Kysely<T>;
   dialect: Dialect;
   close(): Promise<void>;
 }
@@ -45,8 +45,9 @@ function withStatementCache(sqlite: SQLite.Database, max = 512): SqliteDatabase 
 /**
  * Open the database at `url` (sqlite:<file> or postgres://). Only the driver
  * the URL needs is loaded: a SQLite gateway never loads pg, and the reverse.
+ * `T` is the schema (the gateway's by default; the push state has its own).
  */
-export async function openDatabase(url: string, opts: { poolSize?: number } = {}): Promise<Db> {
+export async function openDatabase<T = Database>(url: string, opts: { poolSize?: number } = {}): Promise<Db<T>> {
   if (url.startsWith('sqlite:')) {
     const file = url.slice('sqlite:'.length);
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
@@ -58,7 +59,7 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('busy_timeout = 5000');
     sqlite.pragma('foreign_keys = ON');
-    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+    const db = new Kysely<T>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
     return { db, dialect: 'sqlite', close: () => db.destroy() };
   }
   const { default: pg } = await import('pg');
@@ -73,7 +74,7 @@ export async function openDatabase(url: string, opts: { poolSize?: number } = {}
   });
   // An idle client that loses its connection must not crash the process.
   pool.on('error', () => {});
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<T>({ dialect: new PostgresDialect({ pool }) });
   return { db, dialect: 'postgres', close: () => db.destroy() };
 }
 

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { loadConfig } from '../config/load.js';
 import { migrate, openDatabase } from '../db/index.js';
+import { formatBytes } from '../format.js';
 import { openStorage } from '../storage/index.js';
 import { UploadPipeline } from '../uploads/pipeline.js';
 import { ResumableEngine } from '../uploads/resumable.js';
@@ -11,17 +12,6 @@ import { createSweeper } from './index.js';
 import { expiredSessionsTask } from './tasks.js';
 
 export const SWEEP_USAGE = 's3up-server sweep [--config server.yaml] [--dry-run] [--json]   run the retention sweeper once';
-
-function human(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
 
 /** `s3up-server sweep`: one pass of the sweeper, printing each object it removes (or would remove). Returns the exit code. */
 export async function sweepCommand(argv: string[], out: NodeJS.WritableStream = process.stdout): Promise<number> {
@@ -63,7 +53,7 @@ export async function sweepCommand(argv: string[], out: NodeJS.WritableStream = 
         }
         for (const e of report.errors) out.write(`error ${e.key}: ${e.message}\n`);
         out.write(
-          `${dryRun ? 'dry run: ' : ''}${report.objects_removed} object(s), ${human(report.bytes_removed)} ${verb}; ` +
+          `${dryRun ? 'dry run: ' : ''}${report.objects_removed} object(s), ${formatBytes(report.bytes_removed)} ${verb}; ` +
             `${report.objects_protected} kept (upload in progress); ${report.dirs_removed} empty folder(s) removed\n`,
         );
       }

@@ -1,12 +1,9 @@
-import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { Readable } from 'node:stream';
 import { GatewayError } from '../client/errors.js';
 import type { GatewayClient } from '../client/gateway.js';
+import { fileBody } from '../client/node.js';
 import { type ChunkSource, uploadResumable } from '../client/resumable.js';
 import type { RemoteObject, TargetResult, TargetUpload, TransferError, UploadTarget } from './target.js';
-
-const READ_CHUNK = 1024 * 1024;
 
 /** A file as a ChunkSource for the resumable client (positional reads, one handle). */
 async function fileSource(file: string, size: number): Promise<ChunkSource & { close(): Promise<void> }> {
@@ -43,20 +40,9 @@ export class GatewayTarget implements UploadTarget {
   async upload(req: TargetUpload): Promise<TargetResult> {
     const remote = `${this.prefix}${req.remotePath}`;
     if (!req.resumable) {
-      let sent = 0;
       const res = await this.client.upload(
         remote,
-        () => {
-          if (req.size === 0) return new Uint8Array(0);
-          sent = 0;
-          // Exactly the bytes that were hashed: a file that grew since is cut at the hashed size.
-          const stream = createReadStream(req.localPath, { highWaterMark: READ_CHUNK, start: 0, end: req.size - 1 });
-          stream.on('data', (c) => {
-            sent += (c as Buffer).length;
-            req.onProgress?.({ bytesSent: sent, totalBytes: req.size });
-          });
-          return Readable.toWeb(stream) as ReadableStream<Uint8Array>;
-        },
+        fileBody(req.localPath, req.size, (sent) => req.onProgress?.({ bytesSent: sent, totalBytes: req.size })),
         { size: req.size, sha256: req.sha256, contentType: req.contentType, signal: req.signal },
       );
       return { checksum: res.sha256, checksumAlgorithm: 'sha256', chunkSize: null, ref: res.run_id };

@@ -1,0 +1,71 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * A small HTTP proxy in front of a real gateway, for fault tests: it passes
+ * requests through, counts them, can stop answering uploads after N answers
+ * (the gateway did the work, the client never hears: a crash right after), or
+ * act as a gateway that is down (connections dropped).
+ */
+export interface FaultProxy {
+  url: string;
+  mode: 'pass' | 'down';
+  /** Upload answers (PUT /objects, chunked complete) passed back before the rest are held. */
+  holdAfter: number | undefined;
+  uploadsAnswered: number;
+  held: number;
+  requests: Array<{ method: string; path: string }>;
+  release(): void;
+  close(): Promise<void>;
+}
+
+export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
+  const target = new URL(targetUrl);
+  const heldResponses: http.ServerResponse[] = [];
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const proxy: FaultProxy = {
+    url: '',
+    mode: 'pass',
+    holdAfter: undefined,
+    uploadsAnswered: 0,
+    held: 0,
+    requests: [],
+    release() {
+      proxy.holdAfter = undefined;
+      proxy.held = 0;
+      for (const r of heldResponses.splice(0)) r.socket?.destroy();
+    },
+    close: async () => {
+      proxy.release();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      agent.destroy();
+    },
+  };
+  const server = http.createServer((req, res) => {
+    proxy.requests.push({ method: req.method ?? '', path: req.url ?? '' });
+    if (proxy.mode === 'down') {
+      req.socket.destroy();
+      return;
+    }
+    const upstream = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent }, (up) => {
+      const isUpload = (req.method === 'PUT' && req.url?.startsWith('/objects/')) || /\/complete$/.test(req.url ?? '');
+      if (isUpload && up.statusCode === 200) {
+        if (proxy.holdAfter !== undefined && proxy.uploadsAnswered >= proxy.holdAfter) {
+          proxy.held++;
+          up.resume();
+          heldResponses.push(res);
+          return;
+        }
+        proxy.uploadsAnswered++;
+      }
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
+    upstream.on('error', () => res.socket?.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  proxy.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return proxy;
+}
