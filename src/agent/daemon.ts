@@ -104,6 +104,7 @@ export class Agent {
   private reportsOffered = true;
   private drainedLogged = false;
   private readonly dbFiles: Set<string>;
+  private inotifyWatches: number | null = null;
 
   constructor(
     readonly config: AgentConfig,
@@ -364,11 +365,11 @@ export class Agent {
     this.rescanning = (async () => {
       do {
         this.rescanAgain = false;
-        for (const tw of this.watchers.values()) {
+        for (const [w, tw] of this.watchers) {
           try {
             await tw.regenerate();
           } catch (err) {
-            this.watchError(tw.root === '' ? (this.config.watches[0] as Watch) : (this.watchFor(tw.root) as Watch), err as Error);
+            this.watchError(w, err as Error);
           }
         }
         await this.scanAll(why);
@@ -395,6 +396,7 @@ export class Agent {
   /** The library drops folders it cannot watch silently: compare our watches with the kernel's limit after each scan. */
   private async checkWatchCount(): Promise<void> {
     const held = await inotifyWatchCount();
+    this.inotifyWatches = held ?? null;
     if (held === undefined) return;
     const { readFile } = await import('node:fs/promises');
     const max = Number((await readFile('/proc/sys/fs/inotify/max_user_watches', 'utf8').catch(() => '')).trim());
@@ -838,7 +840,7 @@ export class Agent {
       hints_pending: this.hints.size,
       concurrency: this.concurrency,
       watches: [...this.watchers.entries()].map(([w, tw]) => ({ local_path: w.localPath, subscriptions: tw.subscriptions })),
-      inotify_watches: null,
+      inotify_watches: this.inotifyWatches,
       last_rescan_at: this.lastRescanAt ? new Date(this.lastRescanAt).toISOString() : null,
       warnings: this.warnings.slice(-20),
     };

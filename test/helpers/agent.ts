@@ -102,6 +102,8 @@ export interface AgentSetup {
   /** The agent's ledger, read-only (safe while it runs). */
   ledger<T>(fn: (db: Database.Database) => T): T;
   status(): Promise<Record<string, unknown>>;
+  /** `s3up agent status` as a person reads it. */
+  statusText(): Promise<string>;
 }
 
 /** A watched folder and a client.yaml pointing at `gateway` as `client`; `extra` is merged into the YAML. */
@@ -128,6 +130,14 @@ export function agentSetup(gateway: { url: string; keys: Record<string, string> 
   const configPath = path.join(dir, 'client.yaml');
   writeFileSync(configPath, stringify(yaml));
   const env = { AGENT_TEST_KEY: gateway.keys[client] };
+  const runStatus = async (extra: string[]) => {
+    const p = spawnCli(['agent', 'status', '--config', configPath, ...extra], { cwd: dir, env });
+    const chunks: string[] = [];
+    p.proc.stdout?.on('data', (d: string) => chunks.push(d));
+    const { code } = await p.exited;
+    if (code !== 0) throw new Error(`status exited ${code}: ${p.stderr()}`);
+    return chunks.join('');
+  };
   return {
     dir,
     watchDir,
@@ -144,13 +154,9 @@ export function agentSetup(gateway: { url: string; keys: Record<string, string> 
       }
     },
     async status() {
-      const p = spawnCli(['agent', 'status', '--config', configPath, '--json'], { cwd: dir, env });
-      const chunks: string[] = [];
-      p.proc.stdout?.on('data', (d: string) => chunks.push(d));
-      const { code } = await p.exited;
-      if (code !== 0) throw new Error(`status exited ${code}: ${p.stderr()}`);
-      return JSON.parse(chunks.join('')) as Record<string, unknown>;
+      return JSON.parse(await runStatus(['--json'])) as Record<string, unknown>;
     },
+    statusText: () => runStatus([]),
   };
 }
 
@@ -168,6 +174,13 @@ export function gatewayUploads(t: TestServer, client: string): Map<string, numbe
   } finally {
     db.close();
   }
+}
+
+/** Whether every one of `keys` has arrived (one look at the gateway's records). */
+export function allArrived(t: TestServer, client: string, keys: Iterable<string>): boolean {
+  const uploads = gatewayUploads(t, client);
+  for (const k of keys) if (!uploads.has(k)) return false;
+  return true;
 }
 
 /** Run a query on the gateway's database (read-only). */
