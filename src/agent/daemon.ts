@@ -459,7 +459,7 @@ export class Agent {
   }
 
   private isIdle(): boolean {
-    return this.stabilizing.size === 0 && this.ready.length === 0 && this.inFlight.size === 0 && this.ledger.pendingCount() === 0;
+    return this.stabilizing.size === 0 && this.ready.length === 0 && this.inFlight.size === 0 && this.ledger.nextDue() === undefined;
   }
 
   private schedulePump(at: number): void {
@@ -526,7 +526,6 @@ export class Agent {
         return finish();
       }
       if (sameFile(st1, st2)) {
-        this.ledger.setPhase(row.local_path, 'waiting');
         this.ready.push({ row, st: st2 });
       } else this.unstable(row, st2);
       finish();
@@ -625,9 +624,8 @@ export class Agent {
     };
     if (out.verdict === 'ok') {
       this.gatewayRecovered();
-      const after = await lstat(row.local_path).catch(() => undefined);
-      const changed =
-        out.changedDuringUpload || out.mtimeMs !== item.st.mtimeMs || out.size !== item.st.size || (after !== undefined && !sameFile(after, item.st));
+      // The core stats the file again after the upload (spec 002's post-upload verification).
+      const changed = out.changedDuringUpload || out.mtimeMs !== item.st.mtimeMs || out.size !== item.st.size;
       if (changed) {
         // Post-upload verification (spec 002): modified during the upload, so upload it again.
         this.ledger.setUploadId(row.local_path, null, null, null);

@@ -127,6 +127,13 @@ export const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
 export class Ledger {
   readonly db: Database.Database;
   private seq = 0;
+  /**
+   * Whether a claim could find something: set by every write that can make an
+   * entry due, cleared when a claim comes back short (then `dueAt` says when the
+   * earliest waiting entry falls due). Spares the queue query on every pump.
+   */
+  private mayHaveDue = true;
+  private dueAt = Number.POSITIVE_INFINITY;
   private readonly stmts;
 
   constructor(file: string, opts: { readonly?: boolean } = {}) {
@@ -222,6 +229,7 @@ export class Ledger {
 
   /** Put a file at the back of the queue, pending (a parked or skipped one starts over). */
   enqueue(localPath: string, remotePath: string, reason: QueueReason, now = Date.now()): void {
+    this.mayHaveDue = true;
     this.s.insertQueue.run({ local_path: localPath, remote_path: remotePath, reason, seq: ++this.seq, now });
   }
 
@@ -231,20 +239,28 @@ export class Ledger {
 
   /** Take up to `limit` due entries, oldest first, for this process. */
   claim(limit: number, now = Date.now()): QueueRow[] {
-    return (this.s.claim.all(now, limit) as QueueRow[]).sort((a, b) => a.seq - b.seq);
+    if (!this.mayHaveDue && now < this.dueAt) return [];
+    const rows = (this.s.claim.all(now, limit) as QueueRow[]).sort((a, b) => a.seq - b.seq);
+    if (rows.length < limit) {
+      this.mayHaveDue = false;
+      this.dueAt = (this.s.nextDue.get() as { t: number | null }).t ?? Number.POSITIVE_INFINITY;
+    }
+    return rows;
   }
 
-  /** When the next unclaimed pending entry is due (ms), or undefined. */
+  /** When the next unclaimed pending entry is due (ms), or undefined (as of the last short claim). */
   nextDue(): number | undefined {
-    return (this.s.nextDue.get() as { t: number | null }).t ?? undefined;
+    if (this.mayHaveDue) this.dueAt = (this.s.nextDue.get() as { t: number | null }).t ?? Number.POSITIVE_INFINITY;
+    return Number.isFinite(this.dueAt) ? this.dueAt : undefined;
   }
 
   /** A previous process's claims mean nothing after a restart. */
   releaseClaims(): void {
+    this.mayHaveDue = true;
     this.db.prepare('UPDATE queue SET claimed = 0, phase = NULL WHERE claimed = 1').run();
   }
 
-  setPhase(localPath: string, phase: 'stability' | 'waiting' | 'uploading' | 'verifying'): void {
+  setPhase(localPath: string, phase: 'stability' | 'uploading' | 'verifying'): void {
     this.s.phase.run(phase, localPath);
   }
 
@@ -253,6 +269,7 @@ export class Ledger {
     localPath: string,
     o: { next: number; attempt?: boolean; failure?: boolean; error?: string; code?: string; now?: number },
   ): { attempts: number; failures: number } | undefined {
+    this.mayHaveDue = true;
     return this.s.backOfQueue.get({
       local_path: localPath,
       seq: ++this.seq,
@@ -326,6 +343,7 @@ export class Ledger {
 
   /** After the gateway came back: entries waiting out a transient failure are due now. */
   retryNow(now = Date.now()): void {
+    this.mayHaveDue = true;
     this.db.prepare(`UPDATE queue SET next_attempt_at = ? WHERE status = 'pending' AND claimed = 0 AND failures > 0 AND next_attempt_at > ?`).run(now, now);
   }
 }
