@@ -32,7 +32,7 @@ describe('s3up agent: a burst of files', () => {
         writeFileSync(path.join(a.watchDir, rel), body);
         expected.set(`up/${rel}`, sha256(body));
       }
-      await waitFor(() => allArrived(t, 'alice', expected.keys()), 'all 5,000 files', 180_000, 1000);
+      await waitFor(() => allArrived(t, 'alice', expected.keys()), 'all 5,000 files', 250_000, 1000);
       const st = await a.status();
       assert.equal((st.queue as { pending: number }).pending, 0);
     } finally {

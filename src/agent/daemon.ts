@@ -105,6 +105,8 @@ export class Agent {
   private drainedLogged = false;
   private readonly dbFiles: Set<string>;
   private inotifyWatches: number | null = null;
+  /** GET /config answered (or is not offered); until then it is asked again when the gateway answers. */
+  private gatewayConfigRead = false;
 
   constructor(
     readonly config: AgentConfig,
@@ -164,7 +166,12 @@ export class Agent {
     this.processing = true;
     this.timers.push(setInterval(() => this.writeState(), 1000));
     this.timers.push(setInterval(() => this.requestRescan('periodic'), this.config.rescanIntervalMs));
-    if (this.config.reportsEnabled) this.timers.push(setInterval(() => void this.report(), this.config.reportIntervalMs));
+    this.timers.push(
+      setInterval(() => {
+        if (!this.gatewayConfigRead) void this.readGatewayConfig();
+        void this.report();
+      }, this.config.reportIntervalMs),
+    );
     for (const t of this.timers) t.unref();
     this.pump();
   }
@@ -177,12 +184,15 @@ export class Agent {
       if (this.config.concurrency === undefined && typeof u.concurrency === 'number' && u.concurrency >= 1) this.concurrency = Math.min(64, u.concurrency);
       if (this.config.chunkSize === undefined && typeof u.chunk_size_bytes === 'number' && u.chunk_size_bytes > 0) this.chunkSize = u.chunk_size_bytes;
       if (typeof u.max_file_size_bytes === 'number') this.maxFileSize = u.max_file_size_bytes;
+      this.gatewayConfigRead = true;
       this.log.info(
         { concurrency: this.concurrency, chunk_size: this.chunkSize ?? null, max_file_size: this.maxFileSize ?? null },
         'settings from the gateway',
       );
     } catch (err) {
-      // An older gateway without GET /config, or one that is down: local settings apply.
+      // An older gateway without GET /config (not asked again), or one that is down
+      // (asked again when it answers): local settings apply meanwhile.
+      if (err instanceof GatewayError && (err.status === 404 || err.status === 405)) this.gatewayConfigRead = true;
       this.log.info({ err: describe(err) }, 'no settings from the gateway (GET /config); using client.yaml');
     }
   }
@@ -208,7 +218,11 @@ export class Agent {
     }
     this.hintTimer ??= setTimeout(() => {
       this.hintTimer = undefined;
-      void this.flushHints();
+      this.flushHints().catch((err) => {
+        if (this.stopRequested()) return;
+        this.log.error({ err: describe(err) }, 'could not look at changed paths; rescanning');
+        this.requestRescan('hint failure');
+      });
     }, 50);
   }
 
@@ -707,6 +721,7 @@ export class Agent {
     this.pausedUntil = 0;
     this.lastGatewayError = null;
     this.ledger.retryNow();
+    if (!this.gatewayConfigRead) void this.readGatewayConfig();
   }
 
   /** after_upload: delete, only once the gateway confirms the same size and content checksum. */
@@ -776,6 +791,14 @@ export class Agent {
   // ---------------------------------------------------------------- reports and state
 
   private async report(): Promise<void> {
+    try {
+      await this.sendReports();
+    } catch (err) {
+      if (!this.stopRequested()) this.log.error({ err: describe(err) }, 'daily report failed');
+    }
+  }
+
+  private async sendReports(): Promise<void> {
     if (!this.config.reportsEnabled || !this.reportsOffered) return;
     const now = Date.now();
     const today = utcDay(now);
