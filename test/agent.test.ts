@@ -260,4 +260,31 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
       assert.ok(lines[0]?.startsWith(`s3up agent: config error in ${file}`), lines[0]);
     }
   });
+
+  it('periodic rescans re-subscribe the watcher from scratch: files written afterwards (nested too) arrive, nothing is uploaded twice', async () => {
+    const a = agentSetup(t, 'alice', { scan: { rescan_interval_minutes: 0.03 } });
+    const p = a.start();
+    const expected = new Map<string, string>();
+    const write = (rel: string) => {
+      const body = randomBytes(200);
+      writeFileSync(path.join(a.watchDir, rel), body);
+      expected.set(`up/${rel}`, sha256(body));
+    };
+    try {
+      await waitFor(() => p.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the agent to watch');
+      mkdirSync(path.join(a.watchDir, 'r', 'a', 'b'), { recursive: true });
+      write('r/a/b/first.bin');
+      await waitFor(() => allArrived(t, 'alice', expected.keys()), 'the first file');
+      const rescans = () => p.lines().filter((l) => l.msg === 'scan done' && l.why === 'periodic').length;
+      const before = rescans();
+      await waitFor(() => rescans() >= before + 2, 'two periodic rescans');
+      write('r/a/b/after-rescans.bin');
+      write('top-after-rescans.bin');
+      await waitFor(() => allArrived(t, 'alice', expected.keys()), 'the files written after the rescans');
+    } finally {
+      assert.equal((await p.stop()).code, 0);
+    }
+    const uploads = gatewayUploads(t, 'alice');
+    for (const k of expected.keys()) assert.equal(uploads.get(k), 1, k);
+  });
 });
