@@ -514,11 +514,13 @@ export class Agent {
     void (async () => {
       if (row.reason === 'verify_delete') {
         const st = await lstat(row.local_path).catch(() => undefined);
+        if (this.stopRequested()) return;
         if (!st) this.ledger.drop(row.local_path);
         else this.ready.push({ row, st });
         return finish();
       }
       const st1 = await lstat(row.local_path).catch(() => undefined);
+      if (this.stopRequested()) return;
       if (!st1?.isFile()) {
         this.ledger.drop(row.local_path);
         return finish();
@@ -535,6 +537,7 @@ export class Agent {
       await new Promise<void>((resolve) => this.stabilizing.set(row.local_path, setTimeout(resolve, this.config.debounceMs)));
       if (!this.stabilizing.has(row.local_path) || this.phase === 'stopping') return; // stopped meanwhile
       const st2 = await lstat(row.local_path).catch(() => undefined);
+      if (this.stopRequested()) return;
       if (!st2?.isFile()) {
         this.ledger.drop(row.local_path);
         return finish();
@@ -544,6 +547,7 @@ export class Agent {
       } else this.unstable(row, st2);
       finish();
     })().catch((err) => {
+      if (this.stopRequested()) return; // the claims are released at stop
       this.log.error({ err: describe(err), path: row.local_path }, 'stability check failed');
       this.ledger.requeue(row.local_path, { next: Date.now() + this.backoff(1), failure: true, error: describe(err), code: 'LOCAL_ERROR' });
       finish();
@@ -588,12 +592,13 @@ export class Agent {
     this.inFlight.set(item.row.local_path, entry);
     entry.done = (item.row.reason === 'verify_delete' ? this.verifyDelete(item, entry) : this.upload(item, entry))
       .catch((err) => {
+        if (this.phase === 'stopped') return; // outlived the stop's grace: the ledger is closed, the claim was released
         this.log.error({ err: describe(err), path: item.row.local_path }, 'unexpected failure; retrying later');
         this.ledger.requeue(item.row.local_path, { next: Date.now() + this.backoff(2), failure: true, error: describe(err), code: 'INTERNAL' });
       })
       .finally(() => {
         this.inFlight.delete(item.row.local_path);
-        this.pump();
+        if (this.phase !== 'stopped') this.pump();
       });
   }
 
