@@ -20,7 +20,7 @@ export function fileBody(file: string, size: number, onBytes?: (sent: number) =>
   return () => {
     if (size === 0) return new Uint8Array(0);
     let sent = 0;
-    const stream = createReadStream(file, { highWaterMark: 1024 * 1024, start: 0, end: size - 1 });
+    const stream = createReadStream(file, { highWaterMark: Math.min(1024 * 1024, size), start: 0, end: size - 1 });
     if (onBytes) {
       stream.on('data', (c) => {
         sent += (c as Buffer).length;

@@ -215,8 +215,10 @@ export async function runPush(opts: PushRunOptions): Promise<SessionRow> {
       uploaded_at: null,
       ...extra,
     });
-    const skip = (f: ScannedFile, reason: string, extra: Partial<FileUploadsTable> = {}) => {
-      rows.push(row(f, 'skipped', extra));
+    // A file the state already holds as uploaded gets no new row (the state would grow by the
+    // whole tree on every no-op run); one found at the target is recorded, so the state knows it.
+    const skip = (f: ScannedFile, reason: string, extra: Partial<FileUploadsTable> | undefined) => {
+      if (extra) rows.push(row(f, 'skipped', extra));
       stats.skipped++;
       opts.onEvent?.({ event: 'file', path: f.relPath, status: 'skipped', size: f.size, reason });
     };
@@ -228,13 +230,13 @@ export async function runPush(opts: PushRunOptions): Promise<SessionRow> {
           const sums = await fileChecksums(f.absPath, undefined, signal).catch(() => undefined);
           if (sums && k.sha256 !== null && sums.sha256 === k.sha256) {
             if (k.session_id === sessionId) stats.uploaded++;
-            else skip(f, 'unchanged (checksum)', { sha256: sums.sha256 });
+            else skip(f, 'unchanged (checksum)', undefined);
             continue;
           }
         } else {
           // Already done by this very session (resumed): leave its row as it is.
           if (k.session_id === sessionId) stats.uploaded++;
-          else skip(f, 'unchanged (size and mtime)', { sha256: k.sha256 });
+          else skip(f, 'unchanged (size and mtime)', undefined);
           continue;
         }
       }
@@ -261,7 +263,7 @@ export async function runPush(opts: PushRunOptions): Promise<SessionRow> {
               continue;
             }
           } else if (!config.checksum) {
-            skip(u.file, 'already at the target (same size)');
+            skip(u.file, 'already at the target (same size)', {});
             continue;
           }
         }
@@ -319,10 +321,14 @@ export async function runPush(opts: PushRunOptions): Promise<SessionRow> {
   await workers.catch(() => {});
   await writer.flush();
   if (failure !== undefined && !signal.aborted) {
-    await state.finishSession(sessionId, 'failed');
+    await state.finishSession(sessionId, 'failed', { found: stats.found, foundBytes: stats.foundBytes, skipped: stats.skipped });
     throw failure;
   }
-  return state.finishSession(sessionId, signal.aborted ? 'interrupted' : 'completed');
+  return state.finishSession(sessionId, signal.aborted ? 'interrupted' : 'completed', {
+    found: stats.found,
+    foundBytes: stats.foundBytes,
+    skipped: stats.skipped,
+  });
 }
 
 export interface RetryOptions extends Omit<PushRunOptions, 'config' | 'targetKey' | 'projectId'> {

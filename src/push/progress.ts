@@ -6,7 +6,8 @@ export { formatBytes, formatDuration };
 
 import type { SessionRow } from './state.js';
 
-const n = (x: number) => x.toLocaleString('en-US');
+/** 1234567 -> "1,234,567" (toLocaleString would load ICU on first use: 100+ ms). */
+const n = (x: number) => String(Math.round(x)).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 
 /** Speed over the last few samples (bytes/s), so the figure follows what happens now. */
 class Speed {

@@ -245,8 +245,17 @@ export class PushState {
     });
   }
 
-  /** Recount a session from its files and store the totals (and a new status when given). */
-  async finishSession(sessionId: string, status: SessionStatus | undefined, now = Date.now()): Promise<SessionRow> {
+  /**
+   * Recount a session's uploads and failures from its files and store the
+   * totals (and a new status when given). `scan` carries what the walk found and
+   * skipped (files the state already knew get no row of their own).
+   */
+  async finishSession(
+    sessionId: string,
+    status: SessionStatus | undefined,
+    scan?: { found: number; foundBytes: number; skipped: number },
+    now = Date.now(),
+  ): Promise<SessionRow> {
     const counts = await this.db
       .selectFrom('file_uploads')
       .select((eb) => ['status', eb.fn.countAll<number>().as('n'), eb.fn.sum<number>('size').as('bytes')])
@@ -255,15 +264,12 @@ export class PushState {
       .execute();
     const n = (s: FileStatus) => Number(counts.find((c) => c.status === s)?.n ?? 0);
     const bytes = (s: FileStatus) => Number(counts.find((c) => c.status === s)?.bytes ?? 0);
-    const total = counts.reduce((a, c) => a + Number(c.n), 0);
     await this.db
       .updateTable('sync_sessions')
       .set({
-        total_files: total,
+        ...(scan ? { total_files: scan.found, files_skipped: scan.skipped, bytes_total: scan.foundBytes } : {}),
         files_uploaded: n('uploaded'),
-        files_skipped: n('skipped'),
         files_failed: n('failed') + n('retry'),
-        bytes_total: counts.reduce((a, c) => a + Number(c.bytes ?? 0), 0),
         bytes_uploaded: bytes('uploaded'),
         updated_at: now,
         ...(status ? { status, finished_at: status === 'running' ? null : now } : {}),

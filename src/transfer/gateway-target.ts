@@ -42,7 +42,7 @@ export class GatewayTarget implements UploadTarget {
     if (!req.resumable) {
       const res = await this.client.upload(
         remote,
-        fileBody(req.localPath, req.size, (sent) => req.onProgress?.({ bytesSent: sent, totalBytes: req.size })),
+        req.data ?? fileBody(req.localPath, req.size, (sent) => req.onProgress?.({ bytesSent: sent, totalBytes: req.size })),
         { size: req.size, sha256: req.sha256, contentType: req.contentType, signal: req.signal },
       );
       return { checksum: res.sha256, checksumAlgorithm: 'sha256', chunkSize: null, ref: res.run_id };

@@ -83,26 +83,43 @@ export class S3Target implements UploadTarget {
   }
 
   async upload(req: TargetUpload): Promise<TargetResult> {
-    const { client } = await this.sdk();
+    const { mod, client } = await this.sdk();
+    const key = `${this.prefix}${req.remotePath}`;
+    const body = () => (req.size === 0 ? Buffer.alloc(0) : createReadStream(req.localPath, { start: 0, end: req.size - 1, highWaterMark: 1024 * 1024 }));
+    if (!req.resumable) {
+      // One streamed PutObject with its length: nothing buffered, one request.
+      const stream = req.data ? Buffer.from(req.data.buffer, req.data.byteOffset, req.data.byteLength) : body();
+      let sent = 0;
+      if (!Buffer.isBuffer(stream)) {
+        stream.on('data', (c) => {
+          sent += (c as Buffer).length;
+          req.onProgress?.({ bytesSent: sent, totalBytes: req.size });
+        });
+      }
+      const res = await client.send(
+        new mod.PutObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Body: stream,
+          ContentLength: req.size,
+          ContentType: req.contentType ?? 'application/octet-stream',
+          Metadata: { sha256: req.sha256 },
+        }),
+        { abortSignal: req.signal },
+      );
+      return { checksum: req.sha256, checksumAlgorithm: 'sha256', chunkSize: null, ref: res.ETag };
+    }
     const { Upload } = await import('@aws-sdk/lib-storage');
     const abort = new AbortController();
     const onAbort = () => abort.abort(req.signal?.reason);
     req.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const partSize = Math.max(5 * 1024 * 1024, req.chunkSize);
-      const body = req.size === 0 ? Buffer.alloc(0) : createReadStream(req.localPath, { start: 0, end: req.size - 1, highWaterMark: 1024 * 1024 });
+      // Multipart: partConcurrency parts of chunkSize in flight (each buffered once).
       const up = new Upload({
         client,
-        params: {
-          Bucket: this.bucket,
-          Key: `${this.prefix}${req.remotePath}`,
-          Body: body,
-          ContentLength: req.size <= partSize ? req.size : undefined,
-          ContentType: req.contentType ?? 'application/octet-stream',
-          Metadata: { sha256: req.sha256 },
-        },
+        params: { Bucket: this.bucket, Key: key, Body: body(), ContentType: req.contentType ?? 'application/octet-stream', Metadata: { sha256: req.sha256 } },
         queueSize: req.partConcurrency,
-        partSize,
+        partSize: Math.max(5 * 1024 * 1024, req.chunkSize),
         leavePartsOnError: false,
         abortController: abort,
       });

@@ -33,6 +33,8 @@ export interface TargetUpload {
   remotePath: string;
   size: number;
   sha256: string;
+  /** The whole content, already read (small files): send these bytes instead of reading the file again. */
+  data?: Uint8Array;
   /** Send it resumably (the size reached the threshold). */
   resumable: boolean;
   chunkSize: number;

@@ -1,4 +1,5 @@
-import { stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 import { type ChecksumAlgorithm, type FileChecksums, fileChecksums } from './checksum.js';
 import { judgeLocal, type TargetProgress, type TargetResult, type TransferError, type TransferVerdict, type UploadTarget } from './target.js';
 
@@ -8,6 +9,8 @@ export const DEFAULT_RESUMABLE_THRESHOLD = 64 * MiB;
 /** Chunk (part) size asked for: whole MiB and >= S3's 5 MiB minimum, so every backend honours it. */
 export const DEFAULT_CHUNK_SIZE = 8 * MiB;
 export const DEFAULT_PART_CONCURRENCY = 4;
+/** Files up to this size are read into memory once (hash and send), instead of read twice as streams. */
+export const SMALL_FILE = 256 * 1024;
 
 export interface UploadLocalFileOptions {
   localPath: string;
@@ -73,7 +76,11 @@ export async function uploadLocalFile(target: UploadTarget, opts: UploadLocalFil
     size = before.size;
     mtimeMs = before.mtimeMs;
     const resumable = size >= threshold;
-    sums = await fileChecksums(opts.localPath, resumable ? chunkSize : undefined, opts.signal);
+    // A small file is read once: hashed and sent from memory (bounded by SMALL_FILE per upload).
+    const data = !resumable && size <= SMALL_FILE ? await readFile(opts.localPath, { signal: opts.signal }) : undefined;
+    sums = data
+      ? { size: data.length, sha256: createHash('sha256').update(data).digest('hex'), composite: undefined }
+      : await fileChecksums(opts.localPath, resumable ? chunkSize : undefined, opts.signal);
     // Hashed bytes must be the bytes sent: a file that changed while it was hashed is tried later.
     const hashed = sums;
     if (hashed.size !== size) return changed(size, mtimeMs, hashed, 'the file changed while it was being read');
@@ -82,6 +89,7 @@ export async function uploadLocalFile(target: UploadTarget, opts: UploadLocalFil
       remotePath: opts.remotePath,
       size,
       sha256: hashed.sha256,
+      data,
       resumable,
       chunkSize,
       partConcurrency: opts.partConcurrency ?? DEFAULT_PART_CONCURRENCY,
