@@ -1,46 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { agentSetup, gatewayDb, gatewayUploads, sha256, storedSha256, waitFor } from './helpers/agent.js';
+import { startFaultProxy } from './helpers/proxy.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-
-/** A pass-through proxy to the gateway that holds every chunk request back a little (a slow link) and counts them. */
-async function slowLink(target: string, delayMs: number): Promise<{ url: string; chunkRequests: () => number; close(): Promise<void> }> {
-  const to = new URL(target);
-  let chunks = 0;
-  const server = http.createServer((req, res) => {
-    const isChunk = req.method === 'POST' && /\/upload\/chunked\/[^/]+\/chunk/.test(req.url ?? '');
-    if (isChunk) chunks++;
-    const forward = () => {
-      const up = http.request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      });
-      up.on('error', () => res.destroy());
-      // A client that goes away takes its upstream request with it, as a real proxy does.
-      res.on('close', () => {
-        if (!res.writableFinished) up.destroy();
-      });
-      req.pipe(up);
-    };
-    if (isChunk) setTimeout(forward, delayMs);
-    else forward();
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    chunkRequests: () => chunks,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
-}
 
 /** Chunks the gateway acknowledged (stored), from its own records. */
 function storedParts(db: import('better-sqlite3').Database, sessionId: string): number {
@@ -57,7 +22,9 @@ describe('s3up agent: large files and delete mode', () => {
   });
 
   it('kill -9 in the middle of a 100 MB chunked upload: the restart resumes from the acknowledged chunks', async () => {
-    const link = await slowLink(t.url, 300);
+    const link = await startFaultProxy(t.url);
+    link.chunkDelayMs = 300; // a slow link, so the kill lands mid-way
+    const chunkRequests = () => link.requests.filter((r) => r.method === 'POST' && r.path.includes('/chunk')).length;
     try {
       const a = agentSetup({ url: link.url, keys: t.keys }, 'alice', { upload: { concurrency: 1 } });
       const body = randomBytes(100 * 1000 * 1000);
@@ -79,7 +46,7 @@ describe('s3up agent: large files and delete mode', () => {
       );
       assert.ok(acked < total, `killed mid-way (${acked} of ${total} chunks)`);
       assert.equal(gatewayUploads(t, 'alice').get('up/big.bin'), undefined, 'not finished before the kill');
-      const requestsBefore = link.chunkRequests();
+      const requestsBefore = chunkRequests();
 
       // SIGTERM in the middle of the resumed upload: a checkpoint and exit 0.
       const p2 = a.start();
@@ -114,7 +81,7 @@ describe('s3up agent: large files and delete mode', () => {
         status: string;
       }>;
       assert.deepEqual(sessions, [{ session_id: uploadId, status: 'completed' }]);
-      const sentAfterRestart = link.chunkRequests() - requestsBefore;
+      const sentAfterRestart = chunkRequests() - requestsBefore;
       // Each restart sends only what the gateway lacks (plus at most the chunks cut off in flight by the SIGTERM).
       assert.ok(sentAfterRestart <= total - acked + 1, `after the kill ${sentAfterRestart} chunk requests for ${total - acked} missing chunks`);
       assert.equal(gatewayUploads(t, 'alice').get('up/big.bin'), 1);
