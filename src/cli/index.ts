@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { GatewayError } from '../client/errors.js';
 import { VERSION } from '../version.js';
+import * as agent from './commands/agent.js';
 import * as objects from './commands/objects.js';
 import * as push from './commands/push.js';
 import * as retry from './commands/retry.js';
@@ -12,7 +13,7 @@ import { type CliContext, type RegisterCommands, UsageError } from './context.js
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 /** Every command group, each registering itself from its own file in ./commands. */
-const GROUPS: RegisterCommands[] = [objects.register, push.register, retry.register, trigger.register, sessions.register];
+const GROUPS: RegisterCommands[] = [objects.register, push.register, retry.register, trigger.register, sessions.register, agent.register];
 
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command('s3up')
@@ -44,7 +45,7 @@ export async function runCli(
     return 2;
   }
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(agent.specForm(argv), { from: 'user' });
     return ctx.exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {

@@ -156,6 +156,33 @@ function readFileOrThrow(file: string, source: string, key: string): Buffer {
   }
 }
 
+/**
+ * Read a YAML config file into a plain tree with `${VAR}` / `${VAR:-default}` replaced,
+ * or throw a one-line ConfigError (never quoting the file, which may hold secrets).
+ * The gateway's config and the agent's client.yaml are both read by it.
+ */
+export function readYamlConfig(source: string, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const text = readFileOrThrow(source, source, '').toString('utf8');
+  let raw: unknown;
+  try {
+    raw = parseYaml(text) ?? {};
+  } catch (err) {
+    const where = err instanceof YAMLParseError && err.linePos ? `line ${err.linePos[0].line}` : '';
+    // The first line only (the rest quotes the file, which may hold secrets), without its trailing colon.
+    const msg = err instanceof Error ? (err.message.split('\n')[0] ?? 'invalid YAML').replace(/:\s*$/, '') : 'invalid YAML';
+    throw new ConfigError(source, where, `not valid YAML: ${msg}`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(source, '', 'the top level must be a mapping');
+  }
+  return interpolate(raw, env, source, '') as Record<string, unknown>;
+}
+
+/** The first problem of a failed zod parse as a ConfigError naming the key. */
+export function configIssue(error: z.ZodError, source: string): ConfigError {
+  return firstIssue(error, source, new Map());
+}
+
 function normalizePrefix(prefix: string, source: string): string {
   const trimmed = prefix.replace(/^\/+/, '').replace(/\/+$/, '');
   if (trimmed === '') return '';
@@ -187,22 +214,7 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
   const configPath = opts.configPath ?? (env.S3UP_CONFIG || undefined);
   const source = configPath ? path.resolve(cwd, configPath) : 'embedded defaults';
 
-  let raw: unknown = {};
-  if (configPath) {
-    const text = readFileOrThrow(source, source, '').toString('utf8');
-    try {
-      raw = parseYaml(text) ?? {};
-    } catch (err) {
-      const where = err instanceof YAMLParseError && err.linePos ? `line ${err.linePos[0].line}` : '';
-      // The first line only (the rest quotes the file, which may hold secrets), without its trailing colon.
-      const msg = err instanceof Error ? (err.message.split('\n')[0] ?? 'invalid YAML').replace(/:\s*$/, '') : 'invalid YAML';
-      throw new ConfigError(source, where, `not valid YAML: ${msg}`);
-    }
-    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-      throw new ConfigError(source, '', 'the top level must be a mapping');
-    }
-    raw = interpolate(raw, env, source, '');
-  }
+  const raw: unknown = configPath ? readYamlConfig(source, env) : {};
 
   const tree = raw as Record<string, unknown>;
   const keySources = new Map<string, string>();

@@ -15,6 +15,8 @@ export interface FaultProxy {
   uploadsAnswered: number;
   held: number;
   requests: Array<{ method: string; path: string }>;
+  /** Hold every chunk request (POST /upload/chunked/.../chunk) back this long: a slow link. */
+  chunkDelayMs: number;
   release(): void;
   close(): Promise<void>;
 }
@@ -30,6 +32,7 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     uploadsAnswered: 0,
     held: 0,
     requests: [],
+    chunkDelayMs: 0,
     release() {
       proxy.holdAfter = undefined;
       proxy.held = 0;
@@ -48,6 +51,11 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       req.socket.destroy();
       return;
     }
+    const isChunk = req.method === 'POST' && /\/upload\/chunked\/[^/]+\/chunk/.test(req.url ?? '');
+    if (isChunk && proxy.chunkDelayMs > 0) setTimeout(() => forward(req, res), proxy.chunkDelayMs);
+    else forward(req, res);
+  });
+  const forward = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const upstream = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent }, (up) => {
       const isUpload = (req.method === 'PUT' && req.url?.startsWith('/objects/')) || /\/complete$/.test(req.url ?? '');
       if (isUpload && up.statusCode === 200) {
@@ -63,8 +71,12 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       up.pipe(res);
     });
     upstream.on('error', () => res.socket?.destroy());
+    // A client that goes away takes its upstream request with it, as a real proxy does.
+    res.on('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
     req.pipe(upstream);
-  });
+  };
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   proxy.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return proxy;
