@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Benchmarks of issue 2. Builds the gateway (dist/), then runs every benchmark
+// Gateway benchmarks. Builds the gateway (dist/), then runs every benchmark
 // or the ones named:
 //   npm run bench                      large, small and s3 at their default sizes
 //   npm run bench -- large             one benchmark

@@ -1,4 +1,4 @@
-// Benchmark of issue 4: GET /runs/v1 latency with 1,000,000 upload records on SQLite and PostgreSQL.
+// Benchmark: GET /runs/v1 latency with 1,000,000 upload records on SQLite and PostgreSQL.
 //   npx tsx bench/runs-list.ts                       both databases (PostgreSQL needs S3UP_TEST_PG_URL)
 //   npx tsx bench/runs-list.ts --db sqlite --rows 200000 --requests 200
 // For each scenario it sends sequential requests over keep-alive to a real gateway in this process and
@@ -9,12 +9,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import SQLite from 'better-sqlite3';
 import pg from 'pg';
 import pino from 'pino';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config/load.js';
 import { migrate, openDatabase } from '../src/db/index.js';
+import { sqliteDriver } from '../src/db/sqlite-driver.js';
 import { type decodeCursor, type ListFilter, RunQuery } from '../src/runs/query.js';
 import { startServer } from '../src/server/main.js';
 import { createPgDatabase } from '../test/helpers/pg.js';
@@ -43,7 +43,7 @@ async function seedSqlite(file: string): Promise<void> {
   const db = await openDatabase(`sqlite:${file}`);
   await migrate(db.db);
   await db.close();
-  const s = new SQLite(file);
+  const s = new (sqliteDriver())(file);
   s.pragma('journal_mode = WAL');
   s.pragma('synchronous = OFF');
   const ins = s.prepare(

@@ -8,10 +8,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import Database from 'better-sqlite3';
 import pino from 'pino';
 import { stringify } from 'yaml';
 import { loadConfig } from '../src/config/load.js';
+import { sqliteDriver } from '../src/db/sqlite-driver.js';
 import { startServer } from '../src/server/main.js';
 import { FS_TMP_DIR } from '../src/storage/fs.js';
 import { spawnBin } from './helpers/bin.js';
@@ -429,7 +429,7 @@ describe('lifecycle: SIGTERM when the grace period runs out', () => {
       [],
       'no temp file left',
     );
-    const db = new Database(path.join(dir, 'grace.db'), { readonly: true });
+    const db = new (sqliteDriver())(path.join(dir, 'grace.db'), { readonly: true });
     try {
       const rows = db.prepare('SELECT status, error_code FROM runs WHERE object_key = ?').all('app/grace/cut.bin') as Array<{
         status: string;

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import Database from 'better-sqlite3';
+import { sqliteDriver } from '../src/db/sqlite-driver.js';
 import { put } from './helpers/http.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { assertNothingAcknowledgedLost, assertRecordsTellTheTruth, type Store } from './helpers/truth.js';
@@ -25,7 +25,7 @@ describe('the "every record tells the truth" checker', () => {
   });
   after(async () => t.stop());
 
-  const sqlite = () => new Database(t.databaseUrl.slice('sqlite:'.length));
+  const sqlite = () => new (sqliteDriver())(t.databaseUrl.slice('sqlite:'.length));
 
   it('passes on an honest store and catches every kind of lie', async () => {
     const truth = await assertRecordsTellTheTruth(store, t.databaseUrl);

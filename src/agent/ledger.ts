@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { sqliteDriver } from '../db/sqlite-driver.js';
 
 /**
  * The agent's ledger (spec 002's SQLite database), the truth about every file:
@@ -138,7 +139,8 @@ export class Ledger {
 
   constructor(file: string, opts: { readonly?: boolean } = {}) {
     if (!opts.readonly) mkdirSync(path.dirname(file), { recursive: true });
-    this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+    const SQLiteDatabase = sqliteDriver();
+    this.db = new SQLiteDatabase(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
     this.db.pragma('busy_timeout = 5000');
     if (!opts.readonly) {
       this.db.pragma('journal_mode = WAL');

@@ -3,8 +3,9 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import Database from 'better-sqlite3';
+import type SQLite from 'better-sqlite3';
 import { stringify } from 'yaml';
+import { sqliteDriver } from '../../src/db/sqlite-driver.js';
 import { cleanEnv, REPO_ROOT } from './bin.js';
 import type { TestServer } from './server.js';
 
@@ -100,7 +101,7 @@ export interface AgentSetup {
   dbPath: string;
   start(): AgentProcess;
   /** The agent's ledger, read-only (safe while it runs). */
-  ledger<T>(fn: (db: Database.Database) => T): T;
+  ledger<T>(fn: (db: SQLite.Database) => T): T;
   status(): Promise<Record<string, unknown>>;
   /** `s3up agent status` as a person reads it. */
   statusText(): Promise<string>;
@@ -145,7 +146,7 @@ export function agentSetup(gateway: { url: string; keys: Record<string, string> 
     dbPath,
     start: () => spawnCli(['agent', '--config', configPath], { cwd: dir, env }),
     ledger(fn) {
-      const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+      const db = new (sqliteDriver())(dbPath, { readonly: true, fileMustExist: true });
       try {
         db.pragma('busy_timeout = 5000');
         return fn(db);
@@ -163,7 +164,7 @@ export function agentSetup(gateway: { url: string; keys: Record<string, string> 
 /** The gateway's own records: successful uploads per path for a client (from its database). */
 export function gatewayUploads(t: TestServer, client: string): Map<string, number> {
   const file = t.databaseUrl.slice('sqlite:'.length);
-  const db = new Database(file, { readonly: true, fileMustExist: true });
+  const db = new (sqliteDriver())(file, { readonly: true, fileMustExist: true });
   try {
     db.pragma('busy_timeout = 5000');
     const rows = db.prepare(`SELECT path, count(*) AS n FROM runs WHERE client = ? AND status = 'succeeded' GROUP BY path`).all(client) as Array<{
@@ -184,8 +185,8 @@ export function allArrived(t: TestServer, client: string, keys: Iterable<string>
 }
 
 /** Run a query on the gateway's database (read-only). */
-export function gatewayDb<T>(t: TestServer, fn: (db: Database.Database) => T): T {
-  const db = new Database(t.databaseUrl.slice('sqlite:'.length), { readonly: true, fileMustExist: true });
+export function gatewayDb<T>(t: TestServer, fn: (db: SQLite.Database) => T): T {
+  const db = new (sqliteDriver())(t.databaseUrl.slice('sqlite:'.length), { readonly: true, fileMustExist: true });
   try {
     db.pragma('busy_timeout = 5000');
     return fn(db);
