@@ -7,6 +7,7 @@ export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 200;
 const TERMINAL: RunStatus[] = ['succeeded', 'failed'];
 const DAY_MS = 24 * 3600 * 1000;
+const HOUR_MS = 3600 * 1000;
 
 /** True when a later successful upload replaced the object this (outer `runs`) record describes. */
 const SUPERSEDED = sql<boolean>`exists (select 1 from runs n where n.object_key = runs.object_key and n.status = 'succeeded' and (n.finished_at > runs.finished_at or (n.finished_at = runs.finished_at and n.run_id > runs.run_id)))`;
@@ -124,6 +125,8 @@ export interface PruneOptions {
   maxAgeDays?: number | undefined;
   /** Only this client's records. */
   client?: string | undefined;
+  /** Count what would be deleted; delete nothing (`deleted` is that count). */
+  dryRun?: boolean | undefined;
   now?: number;
 }
 
@@ -149,6 +152,15 @@ export interface StorageUsed {
   client: string;
   objects: number;
   bytes: number;
+}
+
+export interface Overview {
+  /** Start of the first hour counted, epoch ms. */
+  from: number;
+  /** Per hour with any terminal upload: succeeded and failed uploads, bytes of the succeeded ones. */
+  series: Array<{ t: number; succeeded: number; failed: number; bytes: number }>;
+  /** Failed uploads per error code, most frequent first. */
+  errors: Array<{ error_code: string; count: number }>;
 }
 
 /** Start of the UTC day containing `ms`. */
@@ -257,6 +269,13 @@ export class RunQuery {
       );
     };
 
+    if (opts.dryRun) {
+      const n = await this.db
+        .selectFrom(candidates().clearLimit().as('c'))
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirstOrThrow();
+      return { scanned, deleted: Number(n.n), kept: scanned - Number(n.n) };
+    }
     let deleted = 0;
     for (;;) {
       const ids = (await candidates().execute()).map((r) => r.run_id);
@@ -268,37 +287,64 @@ export class RunQuery {
     return { scanned, deleted, kept: scanned - deleted };
   }
 
-  /** Uploads, bytes and failures per client: since the start of today (UTC) and over the last 7 days. */
+  /**
+   * Uploads, bytes and failures per client since the start of today (UTC) and
+   * over the last 7 days, from the hourly rollup (`run_stats`, kept by
+   * triggers), so the cost does not grow with the number of records. The 7-day
+   * window starts at the hour boundary before now - 7 days.
+   */
   async activity(now = Date.now()): Promise<ClientActivity[]> {
     const today = utcDayStart(now);
-    const weekAgo = now - 7 * DAY_MS;
+    const weekAgo = Math.floor((now - 7 * DAY_MS) / HOUR_MS) * HOUR_MS;
+    const [rows, open] = await Promise.all([
+      this.db
+        .selectFrom('run_stats')
+        .select([
+          'client',
+          sql<number>`sum(case when status = 'succeeded' and bucket >= ${today} then uploads else 0 end)`.as('uploads_today'),
+          sql<number>`sum(case when status = 'succeeded' and bucket >= ${today} then bytes else 0 end)`.as('bytes_today'),
+          sql<number>`sum(case when status = 'failed' and bucket >= ${today} then uploads else 0 end)`.as('failures_today'),
+          sql<number>`sum(case when status = 'succeeded' then uploads else 0 end)`.as('uploads_7d'),
+          sql<number>`sum(case when status = 'succeeded' then bytes else 0 end)`.as('bytes_7d'),
+          sql<number>`sum(case when status = 'failed' then uploads else 0 end)`.as('failures_7d'),
+        ])
+        .where('bucket', '>=', weekAgo)
+        .groupBy('client')
+        .execute(),
+      this.inProgress(),
+    ]);
+    const out = new Map<string, ClientActivity>();
+    const entry = (client: string): ClientActivity => {
+      let a = out.get(client);
+      if (!a) {
+        a = { client, last_upload_at: null, uploads_today: 0, bytes_today: 0, failures_today: 0, uploads_7d: 0, bytes_7d: 0, failures_7d: 0, in_progress: 0 };
+        out.set(client, a);
+      }
+      return a;
+    };
+    for (const r of rows) {
+      Object.assign(entry(r.client), {
+        uploads_today: Number(r.uploads_today),
+        bytes_today: Number(r.bytes_today),
+        failures_today: Number(r.failures_today),
+        uploads_7d: Number(r.uploads_7d),
+        bytes_7d: Number(r.bytes_7d),
+        failures_7d: Number(r.failures_7d),
+      });
+    }
+    for (const [client, n] of open) entry(client).in_progress = n;
+    return [...out.values()];
+  }
+
+  /** Queued and processing records per client (the status index; few at any time). */
+  async inProgress(): Promise<Map<string, number>> {
     const rows = await this.db
       .selectFrom('runs')
-      .select((eb) => [
-        'client',
-        eb.fn.max('created_at').as('last_upload_at'),
-        sql<number>`sum(case when status = 'succeeded' and created_at >= ${today} then 1 else 0 end)`.as('uploads_today'),
-        sql<number>`sum(case when status = 'succeeded' and created_at >= ${today} then coalesce(size, 0) else 0 end)`.as('bytes_today'),
-        sql<number>`sum(case when status = 'failed' and created_at >= ${today} then 1 else 0 end)`.as('failures_today'),
-        sql<number>`sum(case when status = 'succeeded' then 1 else 0 end)`.as('uploads_7d'),
-        sql<number>`sum(case when status = 'succeeded' then coalesce(size, 0) else 0 end)`.as('bytes_7d'),
-        sql<number>`sum(case when status = 'failed' then 1 else 0 end)`.as('failures_7d'),
-        sql<number>`sum(case when status in ('queued', 'processing') then 1 else 0 end)`.as('in_progress'),
-      ])
-      .where('created_at', '>=', weekAgo)
+      .select((eb) => ['client', eb.fn.countAll<number>().as('n')])
+      .where('status', 'in', ['queued', 'processing'])
       .groupBy('client')
       .execute();
-    return rows.map((r) => ({
-      client: r.client,
-      last_upload_at: r.last_upload_at === null ? null : Number(r.last_upload_at),
-      uploads_today: Number(r.uploads_today),
-      bytes_today: Number(r.bytes_today),
-      failures_today: Number(r.failures_today),
-      uploads_7d: Number(r.uploads_7d),
-      bytes_7d: Number(r.bytes_7d),
-      failures_7d: Number(r.failures_7d),
-      in_progress: Number(r.in_progress),
-    }));
+    return new Map(rows.map((r) => [r.client, Number(r.n)]));
   }
 
   /** The newest record per client, whatever its age (for last_seen). */
@@ -315,20 +361,50 @@ export class RunQuery {
   }
 
   /**
-   * Storage used per client from the records: the latest successful upload of
-   * each key that was not deleted since (overwrites count once). One aggregate
-   * query over the records, never a listing of the store.
+   * Storage used per client: the objects table (one row per stored key, so
+   * overwrites count once), summed per client by triggers into
+   * `client_storage`. One small read, never a listing of the store.
    */
   async storageUsed(): Promise<StorageUsed[]> {
-    const rows = await this.db
-      .selectFrom('runs')
-      .select((eb) => ['client', eb.fn.countAll<number>().as('objects'), sql<number>`coalesce(sum(size), 0)`.as('bytes')])
-      .where('status', '=', 'succeeded')
-      .where('deleted_at', 'is', null)
-      .where(sql<boolean>`not ${SUPERSEDED}`)
-      .groupBy('client')
-      .execute();
+    const rows = await this.db.selectFrom('client_storage').selectAll().where('objects', '>', 0).execute();
     return rows.map((r) => ({ client: r.client, objects: Number(r.objects), bytes: Number(r.bytes) }));
+  }
+
+  /**
+   * The admin overview since `from` (rounded down to its hour) from the hourly
+   * rollup: uploads, failures and bytes per hour, and failures per error code.
+   */
+  async overview(from: number, client?: string): Promise<Overview> {
+    const since = Math.floor(from / HOUR_MS) * HOUR_MS;
+    let q = this.db.selectFrom('run_stats').where('bucket', '>=', since);
+    if (client !== undefined) q = q.where('client', '=', client);
+    const [series, errors] = await Promise.all([
+      q
+        .select([
+          'bucket',
+          sql<number>`sum(case when status = 'succeeded' then uploads else 0 end)`.as('succeeded'),
+          sql<number>`sum(case when status = 'failed' then uploads else 0 end)`.as('failed'),
+          sql<number>`sum(case when status = 'succeeded' then bytes else 0 end)`.as('bytes'),
+        ])
+        .groupBy('bucket')
+        .orderBy('bucket')
+        .execute(),
+      q
+        .select(['error_code', sql<number>`sum(uploads)`.as('n')])
+        .where('status', '=', 'failed')
+        .groupBy('error_code')
+        .execute(),
+    ]);
+    return {
+      from: since,
+      series: series
+        .map((r) => ({ t: Number(r.bucket), succeeded: Number(r.succeeded), failed: Number(r.failed), bytes: Number(r.bytes) }))
+        .filter((r) => r.succeeded !== 0 || r.failed !== 0),
+      errors: errors
+        .map((r) => ({ error_code: r.error_code === '' ? 'UNKNOWN' : r.error_code, count: Number(r.n) }))
+        .filter((r) => r.count > 0)
+        .sort((a, b) => b.count - a.count),
+    };
   }
 
   /**

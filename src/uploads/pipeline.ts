@@ -11,6 +11,7 @@ import { KeyLocks } from './key-locks.js';
 import { objectKey } from './keys.js';
 import { Meter } from './meter.js';
 import type { Run, RunStore } from './runs.js';
+import { checkScope } from './tokens.js';
 
 export interface IngestRequest {
   client: ResolvedClient;
@@ -93,7 +94,9 @@ export class UploadPipeline {
 
   /** Resolve a client's path to its full key (validating it). */
   keyFor(client: ResolvedClient, path: unknown): { path: string; key: string } {
-    return objectKey(this.pathPrefix, client.name, path);
+    const resolved = objectKey(this.pathPrefix, client.name, path);
+    checkScope(client, resolved.path);
+    return resolved;
   }
 
   checkDeclaredSize(client: ResolvedClient, size: number | undefined): void {
