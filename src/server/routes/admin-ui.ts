@@ -104,11 +104,11 @@ export async function adminUiRoutes(app: FastifyInstance, { ctx }: { ctx: AppCon
     return sent;
   };
 
-  const hidden = { hide: true } as const;
-  app.get('/admin', { config: { auth: 'none' }, schema: hidden }, page('admin'));
-  app.get('/admin/*', { config: { auth: 'none' }, schema: hidden }, page('admin'));
-  app.get('/upload', { config: { auth: 'none' }, schema: hidden }, page('upload'));
-  app.get('/assets/*', { config: { auth: 'none' }, schema: hidden }, async (request, reply) => {
+  const web = (summary: string) => ({ config: { auth: 'none' as const }, schema: { summary, tags: ['web'] } });
+  app.get('/admin', web('The admin dashboard (HTML; its data needs the admin token)'), page('admin'));
+  app.get('/admin/*', web('The admin dashboard: every path answers the app, which routes in the browser'), page('admin'));
+  app.get('/upload', web('The browser uploader (HTML; an upload token in the URL fragment: /upload#token=...)'), page('upload'));
+  app.get('/assets/*', web('Hashed assets of the web pages (cached for a year)'), async (request, reply) => {
     const rel = (request.url.split('?')[0] ?? '').replace(/^\/+/, '/');
     const sent = await send(reply, rel, true);
     if (sent === undefined) throw new AppError(ErrorCode.NOT_FOUND, `no asset ${rel}`);

@@ -73,7 +73,6 @@ export async function tokenRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
         tags: ['uploads'],
         body: {
           type: 'object',
-          additionalProperties: false,
           properties: {
             path_prefix: { type: 'string', description: 'client-relative folder the token may write under ("" = anywhere)' },
             max_size_bytes: { type: 'integer', minimum: 0, description: "largest file; at most the client's limit (default)" },
@@ -100,6 +99,8 @@ export async function tokenRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
       const client = requireClient(request);
       if (client.pathScope !== undefined) throw new AppError(ErrorCode.FORBIDDEN, 'an upload token cannot issue tokens');
       const body = (request.body ?? {}) as { path_prefix?: string; max_size_bytes?: number; ttl_seconds?: number };
+      const unknown = Object.keys(body).filter((k) => !['path_prefix', 'max_size_bytes', 'ttl_seconds'].includes(k));
+      if (unknown.length > 0) throw new AppError(ErrorCode.INVALID_REQUEST, `unknown field(s): ${unknown.join(', ')}`);
       const { token, claims } = await uploadTokens(ctx).issue(client, {
         pathPrefix: normalizeScopePrefix(body.path_prefix),
         maxSize: body.max_size_bytes,
