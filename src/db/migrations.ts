@@ -214,8 +214,8 @@ const migrations: Record<string, Migration> = {
   },
   // Rollups the admin dashboard reads at any number of records, kept by triggers
   // in the same transaction as the rows they count: uploads and bytes per hour
-  // (of created_at), client, status, kind and error code; objects and bytes
-  // stored per client. Filled from what is there.
+  // (of created_at), client, status and error code; objects and bytes stored per
+  // client. Filled from what is there.
   '0007_admin_rollups': {
     async up(db: Kysely<unknown>) {
       await db.schema
@@ -223,11 +223,10 @@ const migrations: Record<string, Migration> = {
         .addColumn('bucket', 'bigint', (c) => c.notNull())
         .addColumn('client', 'text', (c) => c.notNull())
         .addColumn('status', 'text', (c) => c.notNull())
-        .addColumn('kind', 'text', (c) => c.notNull())
         .addColumn('error_code', 'text', (c) => c.notNull())
         .addColumn('uploads', 'bigint', (c) => c.notNull())
         .addColumn('bytes', 'bigint', (c) => c.notNull())
-        .addPrimaryKeyConstraint('run_stats_pk', ['bucket', 'client', 'status', 'kind', 'error_code'])
+        .addPrimaryKeyConstraint('run_stats_pk', ['bucket', 'client', 'status', 'error_code'])
         .execute();
       await db.schema
         .createTable('client_storage')
@@ -236,14 +235,14 @@ const migrations: Record<string, Migration> = {
         .addColumn('bytes', 'bigint', (c) => c.notNull())
         .execute();
       const bump = (row: 'new' | 'old', sign: '+' | '-') =>
-        `insert into run_stats (bucket, client, status, kind, error_code, uploads, bytes)
-         values ((${row}.created_at / 3600000) * 3600000, ${row}.client, ${row}.status, ${row}.kind, coalesce(${row}.error_code, ''), ${sign}1, ${sign}coalesce(${row}.size, 0))
-         on conflict (bucket, client, status, kind, error_code)
+        `insert into run_stats (bucket, client, status, error_code, uploads, bytes)
+         values ((${row}.created_at / 3600000) * 3600000, ${row}.client, ${row}.status, coalesce(${row}.error_code, ''), ${sign}1, ${sign}coalesce(${row}.size, 0))
+         on conflict (bucket, client, status, error_code)
          do update set uploads = run_stats.uploads + excluded.uploads, bytes = run_stats.bytes + excluded.bytes;`;
       const store = (row: 'new' | 'old', sign: '+' | '-') =>
         `insert into client_storage (client, objects, bytes) values (${row}.client, ${sign}1, ${sign}${row}.size)
          on conflict (client) do update set objects = client_storage.objects + excluded.objects, bytes = client_storage.bytes + excluded.bytes;`;
-      const changed = `old.status <> new.status or old.kind <> new.kind or old.client <> new.client or old.created_at <> new.created_at
+      const changed = `old.status <> new.status or old.client <> new.client or old.created_at <> new.created_at
         or coalesce(old.size, -1) <> coalesce(new.size, -1) or coalesce(old.error_code, '') <> coalesce(new.error_code, '')`;
       if (db.getExecutor().adapter instanceof SqliteAdapter) {
         await sql.raw(`create trigger runs_stats_ins after insert on runs begin ${bump('new', '+')} end`).execute(db);
@@ -283,9 +282,9 @@ const migrations: Record<string, Migration> = {
           .execute(db);
       }
       await sql`
-        insert into run_stats (bucket, client, status, kind, error_code, uploads, bytes)
-        select (created_at / 3600000) * 3600000, client, status, kind, coalesce(error_code, ''), count(*), sum(coalesce(size, 0))
-        from runs group by (created_at / 3600000) * 3600000, client, status, kind, coalesce(error_code, '')
+        insert into run_stats (bucket, client, status, error_code, uploads, bytes)
+        select (created_at / 3600000) * 3600000, client, status, coalesce(error_code, ''), count(*), sum(coalesce(size, 0))
+        from runs group by (created_at / 3600000) * 3600000, client, status, coalesce(error_code, '')
       `.execute(db);
       await sql`insert into client_storage (client, objects, bytes) select client, count(*), sum(size) from objects group by client`.execute(db);
     },

@@ -150,12 +150,11 @@ export interface ObjectsTable {
   run_id: string;
 }
 
-/** Uploads and bytes per hour of created_at, client, status, kind and error code (kept by triggers on runs). */
+/** Uploads and bytes per hour of created_at, client, status and error code (kept by triggers on runs). */
 export interface RunStatsTable {
   bucket: Millis;
   client: string;
   status: RunStatus;
-  kind: RunKind;
   /** '' when the run has none. */
   error_code: string;
   uploads: number;

@@ -376,34 +376,40 @@ export class RunQuery {
    */
   async overview(from: number, client?: string): Promise<Overview> {
     const since = Math.floor(from / HOUR_MS) * HOUR_MS;
-    let q = this.db.selectFrom('run_stats').where('bucket', '>=', since);
+    // One pass over the rollup rows of the window: per hour, status and error code.
+    let q = this.db
+      .selectFrom('run_stats')
+      .select(['bucket', 'status', 'error_code', sql<number>`sum(uploads)`.as('n'), sql<number>`sum(bytes)`.as('b')])
+      .where('bucket', '>=', since)
+      .where('status', 'in', TERMINAL);
     if (client !== undefined) q = q.where('client', '=', client);
-    const [series, errors] = await Promise.all([
-      q
-        .select([
-          'bucket',
-          sql<number>`sum(case when status = 'succeeded' then uploads else 0 end)`.as('succeeded'),
-          sql<number>`sum(case when status = 'failed' then uploads else 0 end)`.as('failed'),
-          sql<number>`sum(case when status = 'succeeded' then bytes else 0 end)`.as('bytes'),
-        ])
-        .groupBy('bucket')
-        .orderBy('bucket')
-        .execute(),
-      q
-        .select(['error_code', sql<number>`sum(uploads)`.as('n')])
-        .where('status', '=', 'failed')
-        .groupBy('error_code')
-        .execute(),
-    ]);
+    const rows = await q.groupBy(['bucket', 'status', 'error_code']).execute();
+    const hours = new Map<number, { t: number; succeeded: number; failed: number; bytes: number }>();
+    const errors = new Map<string, number>();
+    for (const r of rows) {
+      const t = Number(r.bucket);
+      let h = hours.get(t);
+      if (!h) {
+        h = { t, succeeded: 0, failed: 0, bytes: 0 };
+        hours.set(t, h);
+      }
+      const n = Number(r.n);
+      if (r.status === 'succeeded') {
+        h.succeeded += n;
+        h.bytes += Number(r.b);
+      } else {
+        h.failed += n;
+        const code = r.error_code === '' ? 'UNKNOWN' : r.error_code;
+        errors.set(code, (errors.get(code) ?? 0) + n);
+      }
+    }
     return {
       from: since,
-      series: series
-        .map((r) => ({ t: Number(r.bucket), succeeded: Number(r.succeeded), failed: Number(r.failed), bytes: Number(r.bytes) }))
-        .filter((r) => r.succeeded !== 0 || r.failed !== 0),
-      errors: errors
-        .map((r) => ({ error_code: r.error_code === '' ? 'UNKNOWN' : r.error_code, count: Number(r.n) }))
-        .filter((r) => r.count > 0)
-        .sort((a, b) => b.count - a.count),
+      series: [...hours.values()].filter((h) => h.succeeded !== 0 || h.failed !== 0).sort((a, b) => a.t - b.t),
+      errors: [...errors.entries()]
+        .map(([error_code, count]) => ({ error_code, count }))
+        .filter((e) => e.count > 0)
+        .sort((a, b) => b.count - a.count || a.error_code.localeCompare(b.error_code)),
     };
   }
 
