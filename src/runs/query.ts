@@ -2,6 +2,7 @@ import { type Kysely, type SelectQueryBuilder, sql } from 'kysely';
 import { type Database, RUN_KINDS, RUN_STATUSES, type RunKind, type RunStatus } from '../db/schema.js';
 import { AppError, ErrorCode } from '../errors.js';
 import type { Run } from '../uploads/runs.js';
+import type { RunJson } from './json.js';
 
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 200;
@@ -12,26 +13,7 @@ const HOUR_MS = 3600 * 1000;
 /** True when a later successful upload replaced the object this (outer `runs`) record describes. */
 const SUPERSEDED = sql<boolean>`exists (select 1 from runs n where n.object_key = runs.object_key and n.status = 'succeeded' and (n.finished_at > runs.finished_at or (n.finished_at = runs.finished_at and n.run_id > runs.run_id)))`;
 
-/** The public JSON of a run (spec 001 payload shape, ISO timestamps). */
-export interface RunJson {
-  run_id: string;
-  status: RunStatus;
-  kind: RunKind;
-  client: string;
-  path: string;
-  s3_key: string;
-  size: number | null;
-  sha256: string | null;
-  created_at: string;
-  updated_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  deleted_at: string | null;
-  timings: { total_ms: number | null; bytes_per_sec: number | null };
-  inputs: { filename: string | null; content_type: string | null };
-  error_code: string | null;
-  error_message: string | null;
-}
+export type { RunJson } from './json.js';
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 

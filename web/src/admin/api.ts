@@ -1,3 +1,5 @@
+import type { RunJson } from '../../../src/runs/json.js';
+
 /**
  * The dashboard's calls to the gateway's admin API. The admin token lives in
  * sessionStorage only (gone when the tab closes), is sent as x-admin-token,
@@ -69,25 +71,8 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
   return body as T;
 }
 
-export interface Run {
-  run_id: string;
-  status: 'queued' | 'processing' | 'succeeded' | 'failed';
-  kind: string;
-  client: string;
-  path: string;
-  s3_key: string;
-  size: number | null;
-  sha256: string | null;
-  created_at: string;
-  updated_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  deleted_at: string | null;
-  timings: { total_ms: number | null; bytes_per_sec: number | null };
-  inputs: { filename: string | null; content_type: string | null };
-  error_code: string | null;
-  error_message: string | null;
-}
+/** A run as GET /runs/v1 answers it (the gateway's own type). */
+export type Run = RunJson;
 
 export interface UiConfig {
   version: string;
@@ -95,5 +80,4 @@ export interface UiConfig {
   clients: string[];
 }
 
-export const RUN_STATUSES = ['queued', 'processing', 'succeeded', 'failed'] as const;
-export const RUN_KINDS = ['multipart', 'raw', 'chunked', 'tus', 'direct'] as const;
+export { RUN_KINDS, RUN_STATUSES } from '../../../src/db/schema.js';

@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import { formatBytes } from '../shared/format.js';
 import { type ApiError, api, type UiConfig } from './api.js';
+import { Select } from './select.js';
 
 interface Overview {
   generated_at: string;
@@ -96,27 +97,13 @@ export function OverviewView({ cfg }: { cfg: UiConfig }) {
     <section aria-labelledby="overview-title">
       <h2 id="overview-title">Overview</h2>
       <form class="panel filters" aria-label="Window" onSubmit={(e) => e.preventDefault()}>
-        <label>
-          Window
-          <select value={String(hours)} onChange={(e) => setHours(Number((e.currentTarget as HTMLSelectElement).value))}>
-            {WINDOWS.map((w) => (
-              <option key={w.hours} value={String(w.hours)}>
-                {w.label}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Client
-          <select value={client} onChange={(e) => setClient((e.currentTarget as HTMLSelectElement).value)}>
-            <option value="">all</option>
-            {cfg.clients.map((c) => (
-              <option key={c} value={c}>
-                {c}
-              </option>
-            ))}
-          </select>
-        </label>
+        <Select
+          label="Window"
+          value={String(hours)}
+          options={WINDOWS.map((w) => ({ value: String(w.hours), label: w.label }))}
+          onChange={(v) => setHours(Number(v))}
+        />
+        <Select label="Client" any="all" value={client} options={cfg.clients} onChange={setClient} />
       </form>
       {error ? (
         <div class="panel state error" role="alert">

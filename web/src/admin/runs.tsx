@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { formatBytes, formatDuration, formatTime } from '../shared/format.js';
 import { type ApiError, api, RUN_KINDS, RUN_STATUSES, type Run, type UiConfig } from './api.js';
 import { navigate } from './router.js';
+import { Select } from './select.js';
 
 const PAGE_SIZES = [25, 50, 100];
 const FILTER_KEYS = ['status', 'kind', 'client', 'created_from', 'created_to', 'limit'] as const;
@@ -93,39 +94,9 @@ export function RunsView({ cfg, search }: { cfg: UiConfig; search: URLSearchPara
     <section aria-labelledby="runs-title">
       <h2 id="runs-title">Runs</h2>
       <form class="panel filters" aria-label="Filters" onSubmit={(e) => e.preventDefault()}>
-        <label>
-          Status
-          <select name="status" value={search.get('status') ?? ''} onChange={(e) => setFilter('status', (e.currentTarget as HTMLSelectElement).value)}>
-            <option value="">any</option>
-            {RUN_STATUSES.map((s) => (
-              <option key={s} value={s}>
-                {s}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Kind
-          <select name="kind" value={search.get('kind') ?? ''} onChange={(e) => setFilter('kind', (e.currentTarget as HTMLSelectElement).value)}>
-            <option value="">any</option>
-            {RUN_KINDS.map((s) => (
-              <option key={s} value={s}>
-                {s}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Client
-          <select name="client" value={search.get('client') ?? ''} onChange={(e) => setFilter('client', (e.currentTarget as HTMLSelectElement).value)}>
-            <option value="">any</option>
-            {cfg.clients.map((c) => (
-              <option key={c} value={c}>
-                {c}
-              </option>
-            ))}
-          </select>
-        </label>
+        <Select label="Status" name="status" any="any" value={search.get('status') ?? ''} options={RUN_STATUSES} onChange={(v) => setFilter('status', v)} />
+        <Select label="Kind" name="kind" any="any" value={search.get('kind') ?? ''} options={RUN_KINDS} onChange={(v) => setFilter('kind', v)} />
+        <Select label="Client" name="client" any="any" value={search.get('client') ?? ''} options={cfg.clients} onChange={(v) => setFilter('client', v)} />
         <label>
           Created from
           <input
@@ -144,16 +115,7 @@ export function RunsView({ cfg, search }: { cfg: UiConfig; search: URLSearchPara
             onChange={(e) => setFilter('created_to', toIso((e.currentTarget as HTMLInputElement).value))}
           />
         </label>
-        <label>
-          Per page
-          <select name="limit" value={String(limit)} onChange={(e) => setFilter('limit', (e.currentTarget as HTMLSelectElement).value)}>
-            {PAGE_SIZES.map((n) => (
-              <option key={n} value={String(n)}>
-                {n}
-              </option>
-            ))}
-          </select>
-        </label>
+        <Select label="Per page" name="limit" value={String(limit)} options={PAGE_SIZES.map(String)} onChange={(v) => setFilter('limit', v)} />
         {hasFilters && (
           <button type="button" onClick={() => navigate('/admin/runs')}>
             Clear filters
