@@ -223,6 +223,41 @@ describe('browser uploader in Chromium', { skip }, () => {
     await ctx.close();
   });
 
+  test('pause and resume a file by keyboard; it continues from where it stopped', async () => {
+    const t = await token('inbox/u3');
+    const ctx = await newContext(browser);
+    const page = await ctx.newPage();
+    const errors = watchConsole(page, EXPECTED);
+    await page.goto(`${pageUrl}/upload#token=${t}`);
+    const f = file('pause.bin', 3 * MiB);
+    let patches = 0;
+    let held = false;
+    await page.route('**/tus/**', async (route) => {
+      if (route.request().method() === 'PATCH' && ++patches === 2) {
+        held = true;
+        return;
+      }
+      await route.continue();
+    });
+    await page.getByTestId('file-input').setInputFiles([f.file]);
+    await waitFor('pause.bin held after its first chunk', async () => held && (await sessionOffset('inbox/u3/pause.bin')) >= MiB);
+    const pause = page.getByRole('button', { name: 'Pause pause.bin' });
+    await pause.focus();
+    await page.keyboard.press('Enter');
+    await waitFor('pause.bin paused', async () => (await statusOf(page, 'pause.bin')) === 'paused');
+    const resume = page.getByRole('button', { name: 'Resume pause.bin' });
+    await resume.focus();
+    await page.keyboard.press('Enter');
+    await waitFor('pause.bin uploaded', async () => (await statusOf(page, 'pause.bin')) === 'done', 120_000);
+    assert.equal(await servedSha256('inbox/u3/pause.bin'), sha256(f.data));
+    assert.deepEqual(
+      (await tusRuns('inbox/u3/pause.bin')).map((r) => r.status),
+      ['succeeded'],
+    );
+    assert.deepEqual(errors, []);
+    await ctx.close();
+  });
+
   test('a wrong or expired link says so', async () => {
     const ctx = await newContext(browser);
     const page = await ctx.newPage();
