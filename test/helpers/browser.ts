@@ -63,7 +63,8 @@ export function watchConsole(page: Page, allow: RegExp[] = []): string[] {
   return errors;
 }
 
-export const SCREENSHOT_DIR = process.env.S3UP_SCREENSHOT_DIR ?? path.join(root, 'docs', 'screenshots');
+// Every run writes every page here (ignored by git); the few images the docs show are copied from it to docs/screenshots/.
+export const SCREENSHOT_DIR = process.env.S3UP_SCREENSHOT_DIR ?? path.join(root, 'docs', 'screenshots', 'latest');
 
 export async function screenshot(page: Page, name: string): Promise<void> {
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
