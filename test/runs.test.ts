@@ -2,25 +2,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { RunStatus } from '../src/db/schema.js';
 import { AppError, ErrorCode } from '../src/errors.js';
+import type { RunJson } from '../src/runs/json.js';
 import { decodeCursor, encodeCursor } from '../src/runs/query.js';
 import type { RunStore } from '../src/uploads/runs.js';
 import { pgSkip } from './helpers/pg.js';
 import { ADMIN_TOKEN, type DbKind, startTestServer, type TestServer } from './helpers/server.js';
 
-interface RunJson {
-  run_id: string;
-  status: RunStatus;
-  kind: string;
-  client: string;
-  created_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  deleted_at: string | null;
-  timings: { total_ms: number | null; bytes_per_sec: number | null };
-  inputs: { filename: string | null; content_type: string | null };
-  error_code: string | null;
-  error_message: string | null;
-}
 interface Page {
   runs: RunJson[];
   next_cursor: string | null;

@@ -14,7 +14,7 @@ import { bytes, MiB, readAll, sha256 } from './helpers/http.js';
 import { type S3rverProcess, startS3rver } from './helpers/s3rver.js';
 
 /** A client whose limit is `max` bytes (what the meter checks against). */
-const limited = (max: number): ResolvedClient => ({ name: 'c', keyHash: Buffer.alloc(32), maxFileSize: max, retentionDays: undefined });
+const limited = (max: number): ResolvedClient => ({ name: 'c', keyHash: Buffer.alloc(32), maxFileSize: max, retentionDays: undefined, corsOrigins: [] });
 
 /** A body streamed in `chunk`-sized pieces, as a socket would deliver it. */
 function streamOf(data: Buffer, chunk = 64 * 1024): Readable {

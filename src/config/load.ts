@@ -23,6 +23,10 @@ export interface ResolvedClient {
   keyHash: Buffer;
   maxFileSize: number;
   retentionDays: number | undefined;
+  /** Web origins allowed to call with this client's credentials (CORS). */
+  corsOrigins: readonly string[];
+  /** Set on a client authenticated by an upload token: every path must lie under this prefix. */
+  pathScope?: string | undefined;
 }
 
 export interface ResolvedConfig {
@@ -116,6 +120,10 @@ const ENV_OVERRIDES: Array<[env: string, keyPath: string[]]> = [
   ['RUNS_PRUNE_MAX_AGE_DAYS', ['runs', 'prune_max_age_days']],
   ['FEATURE_FLAGS_CONFIG_PATH', ['feature_flags', 'config_path']],
   ['METRICS_PUBLIC', ['metrics', 'public']],
+  ['RUNS_PRUNE_ENABLED', ['runs', 'prune_enabled']],
+  ['RUNS_PRUNE_LOCKED', ['runs', 'prune_locked']],
+  ['PROD_LOCK', ['admin', 'prod_lock']],
+  ['UPLOAD_TOKEN_SECRET', ['uploads', 'token_secret']],
 ];
 
 /** Every environment variable the gateway reads as configuration (tests and benchmarks clear them). */
@@ -250,7 +258,7 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
     if (configPath) throw new ConfigError(source, 'clients', 'at least one client is required');
     const dev = loadOrCreateDevKey(path.resolve(cwd, opts.dataDir ?? env.S3UP_DATA_DIR ?? './data'));
     devKey = { client: DEV_CLIENT, ...dev };
-    clients = [{ name: DEV_CLIENT, api_key: dev.key, max_file_size_mb: 5 * 1024 * 1024 }];
+    clients = [{ name: DEV_CLIENT, api_key: dev.key, max_file_size_mb: 5 * 1024 * 1024, cors_origins: [] }];
   }
 
   const storage: ResolvedConfig['storage'] =
@@ -315,6 +323,7 @@ export function loadConfig(opts: LoadOptions = {}): ResolvedConfig {
       keyHash: Buffer.from(c.api_key_sha256 ?? sha256Hex(c.api_key ?? ''), 'hex'),
       maxFileSize: Math.floor(c.max_file_size_mb * 1024 * 1024),
       retentionDays: c.retention_days,
+      corsOrigins: c.cors_origins,
     })),
     devKey,
     warnings,

@@ -18,6 +18,9 @@ const bool = z.union(
   { error: 'must be true or false (or 1/0, yes/no, on/off)' },
 );
 
+/** A web origin as browsers send it: scheme://host[:port], no path or trailing slash. */
+export const ORIGIN_RE = /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$|^https?:\/\/\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/;
+
 export const clientSchema = z
   .object({
     name: z.string().regex(CLIENT_NAME_RE, 'must be 1-63 letters, digits, "_" or "-", starting with a letter or digit'),
@@ -32,6 +35,8 @@ export const clientSchema = z
       .positive()
       .max(5 * 1024 * 1024),
     retention_days: z.coerce.number().positive().optional(),
+    /** Web origins whose pages may call the gateway with this client's key or upload tokens (CORS). */
+    cors_origins: z.array(z.string().regex(ORIGIN_RE, 'must be an origin: scheme://host[:port], no path')).default([]),
   })
   .strict()
   .refine((c) => (c.api_key === undefined) !== (c.api_key_sha256 === undefined), {
@@ -110,9 +115,13 @@ export const configSchema = z
       .strict()
       .default({ url: 'sqlite:./data/s3up.db' }),
     admin: z
-      .object({ token: z.string().default('') })
+      .object({
+        token: z.string().default(''),
+        /** Production lock: destructive admin actions (manual prune) are refused and shown disabled. */
+        prod_lock: bool.default(false),
+      })
       .strict()
-      .default({ token: '' })
+      .default({ token: '', prod_lock: false })
       .refine((a) => a.token === '' || a.token.length >= 16, { message: 'token must be at least 16 characters' }),
     clients: z.array(clientSchema).default([]),
     /** Resumable (chunked, tus) and direct uploads. */
@@ -132,12 +141,30 @@ export const configSchema = z
         direct_signing_secret: z.string().default(''),
         /** Each gateway proves it is alive this often; the uploads of one silent for 3 intervals are settled by the sweeper. */
         heartbeat_seconds: z.coerce.number().positive().max(3600).default(10),
+        /** HMAC secret of browser upload tokens (POST /tokens); empty: derived from the direct-upload secret. */
+        token_secret: z.string().default(''),
+        /** Longest lifetime a client may ask for an upload token. */
+        token_max_ttl_seconds: z.coerce
+          .number()
+          .int()
+          .positive()
+          .max(7 * 86400)
+          .default(86400),
       })
       .strict()
-      .default({ session_ttl_hours: 24, sweep_interval_seconds: 60, direct_url_ttl_seconds: 900, direct_signing_secret: '', heartbeat_seconds: 10 })
+      .default({
+        session_ttl_hours: 24,
+        sweep_interval_seconds: 60,
+        direct_url_ttl_seconds: 900,
+        direct_signing_secret: '',
+        heartbeat_seconds: 10,
+        token_secret: '',
+        token_max_ttl_seconds: 86400,
+      })
       .refine((u) => u.direct_signing_secret === '' || u.direct_signing_secret.length >= 32, {
         message: 'direct_signing_secret must be at least 32 characters',
-      }),
+      })
+      .refine((u) => u.token_secret === '' || u.token_secret.length >= 32, { message: 'token_secret must be at least 32 characters' }),
     /** Retention sweeper (spec 000): objects older than ttl_days (or a client's retention_days) are deleted. */
     retention: z
       .object({
@@ -152,9 +179,13 @@ export const configSchema = z
       .object({
         prune_max_runs: z.coerce.number().int().min(0).optional(),
         prune_max_age_days: z.coerce.number().positive().optional(),
+        /** Manual prune (POST /runs/v1/prune, the dashboard's Prune) is offered at all. */
+        prune_enabled: bool.default(true),
+        /** Manual prune is refused and shown disabled (also admin.prod_lock). */
+        prune_locked: bool.default(false),
       })
       .strict()
-      .default({}),
+      .default({ prune_enabled: true, prune_locked: false }),
     /** Remote config: feature flags document (spec 001) and upload settings handed to agents by GET /config. */
     feature_flags: z
       .object({ config_path: z.string().min(1).default('./data/config/feature_flags.json') })

@@ -1,4 +1,4 @@
-import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, SqliteAdapter, sql } from 'kysely';
 
 /**
  * One set of migrations for SQLite and PostgreSQL. Only portable column types
@@ -210,6 +210,101 @@ const migrations: Record<string, Migration> = {
     async down(db: Kysely<unknown>) {
       await db.schema.alterTable('runs').dropColumn('expires_at').execute();
       await db.schema.alterTable('runs').dropColumn('owner').execute();
+    },
+  },
+  // Rollups the admin dashboard reads at any number of records, kept by triggers
+  // in the same transaction as the rows they count: uploads and bytes per hour
+  // (of created_at), client, status and error code; objects and bytes stored per
+  // client. Filled from what is there.
+  '0007_admin_rollups': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('run_stats')
+        .addColumn('bucket', 'bigint', (c) => c.notNull())
+        .addColumn('client', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('error_code', 'text', (c) => c.notNull())
+        .addColumn('uploads', 'bigint', (c) => c.notNull())
+        .addColumn('bytes', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('run_stats_pk', ['bucket', 'client', 'status', 'error_code'])
+        .execute();
+      await db.schema
+        .createTable('client_storage')
+        .addColumn('client', 'text', (c) => c.primaryKey())
+        .addColumn('objects', 'bigint', (c) => c.notNull())
+        .addColumn('bytes', 'bigint', (c) => c.notNull())
+        .execute();
+      const bump = (row: 'new' | 'old', sign: '+' | '-') =>
+        `insert into run_stats (bucket, client, status, error_code, uploads, bytes)
+         values ((${row}.created_at / 3600000) * 3600000, ${row}.client, ${row}.status, coalesce(${row}.error_code, ''), ${sign}1, ${sign}coalesce(${row}.size, 0))
+         on conflict (bucket, client, status, error_code)
+         do update set uploads = run_stats.uploads + excluded.uploads, bytes = run_stats.bytes + excluded.bytes;`;
+      const store = (row: 'new' | 'old', sign: '+' | '-') =>
+        `insert into client_storage (client, objects, bytes) values (${row}.client, ${sign}1, ${sign}${row}.size)
+         on conflict (client) do update set objects = client_storage.objects + excluded.objects, bytes = client_storage.bytes + excluded.bytes;`;
+      const changed = `old.status <> new.status or old.client <> new.client or old.created_at <> new.created_at
+        or coalesce(old.size, -1) <> coalesce(new.size, -1) or coalesce(old.error_code, '') <> coalesce(new.error_code, '')`;
+      if (db.getExecutor().adapter instanceof SqliteAdapter) {
+        await sql.raw(`create trigger runs_stats_ins after insert on runs begin ${bump('new', '+')} end`).execute(db);
+        await sql.raw(`create trigger runs_stats_del after delete on runs begin ${bump('old', '-')} end`).execute(db);
+        await sql.raw(`create trigger runs_stats_upd after update on runs when ${changed} begin ${bump('old', '-')} ${bump('new', '+')} end`).execute(db);
+        await sql.raw(`create trigger objects_storage_ins after insert on objects begin ${store('new', '+')} end`).execute(db);
+        await sql.raw(`create trigger objects_storage_del after delete on objects begin ${store('old', '-')} end`).execute(db);
+        await sql
+          .raw(`create trigger objects_storage_upd after update on objects when old.size <> new.size or old.client <> new.client
+                begin ${store('old', '-')} ${store('new', '+')} end`)
+          .execute(db);
+      } else {
+        await sql
+          .raw(`create function s3up_run_stats() returns trigger language plpgsql as $$
+                begin
+                  if tg_op in ('UPDATE', 'DELETE') then ${bump('old', '-')} end if;
+                  if tg_op in ('UPDATE', 'INSERT') then ${bump('new', '+')} end if;
+                  return null;
+                end $$`)
+          .execute(db);
+        await sql.raw('create trigger runs_stats_ins_del after insert or delete on runs for each row execute function s3up_run_stats()').execute(db);
+        await sql.raw(`create trigger runs_stats_upd after update on runs for each row when (${changed}) execute function s3up_run_stats()`).execute(db);
+        await sql
+          .raw(`create function s3up_client_storage() returns trigger language plpgsql as $$
+                begin
+                  if tg_op in ('UPDATE', 'DELETE') then ${store('old', '-')} end if;
+                  if tg_op in ('UPDATE', 'INSERT') then ${store('new', '+')} end if;
+                  return null;
+                end $$`)
+          .execute(db);
+        await sql
+          .raw('create trigger objects_storage_ins_del after insert or delete on objects for each row execute function s3up_client_storage()')
+          .execute(db);
+        await sql
+          .raw(`create trigger objects_storage_upd after update on objects for each row
+                when (old.size <> new.size or old.client <> new.client) execute function s3up_client_storage()`)
+          .execute(db);
+      }
+      await sql`
+        insert into run_stats (bucket, client, status, error_code, uploads, bytes)
+        select (created_at / 3600000) * 3600000, client, status, coalesce(error_code, ''), count(*), sum(coalesce(size, 0))
+        from runs group by (created_at / 3600000) * 3600000, client, status, coalesce(error_code, '')
+      `.execute(db);
+      await sql`insert into client_storage (client, objects, bytes) select client, count(*), sum(size) from objects group by client`.execute(db);
+    },
+    async down(db: Kysely<unknown>) {
+      const sqlite = db.getExecutor().adapter instanceof SqliteAdapter;
+      for (const t of sqlite
+        ? ['runs_stats_ins', 'runs_stats_del', 'runs_stats_upd', 'objects_storage_ins', 'objects_storage_del', 'objects_storage_upd']
+        : []) {
+        await sql.raw(`drop trigger if exists ${t}`).execute(db);
+      }
+      if (!sqlite) {
+        await sql.raw('drop trigger if exists runs_stats_ins_del on runs').execute(db);
+        await sql.raw('drop trigger if exists runs_stats_upd on runs').execute(db);
+        await sql.raw('drop trigger if exists objects_storage_ins_del on objects').execute(db);
+        await sql.raw('drop trigger if exists objects_storage_upd on objects').execute(db);
+        await sql.raw('drop function if exists s3up_run_stats()').execute(db);
+        await sql.raw('drop function if exists s3up_client_storage()').execute(db);
+      }
+      await db.schema.dropTable('client_storage').execute();
+      await db.schema.dropTable('run_stats').execute();
     },
   },
 };

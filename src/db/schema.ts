@@ -150,7 +150,27 @@ export interface ObjectsTable {
   run_id: string;
 }
 
+/** Uploads and bytes per hour of created_at, client, status and error code (kept by triggers on runs). */
+export interface RunStatsTable {
+  bucket: Millis;
+  client: string;
+  status: RunStatus;
+  /** '' when the run has none. */
+  error_code: string;
+  uploads: number;
+  bytes: number;
+}
+
+/** Objects and bytes stored per client (kept by triggers on objects). */
+export interface ClientStorageTable {
+  client: string;
+  objects: number;
+  bytes: number;
+}
+
 export interface Database {
+  run_stats: RunStatsTable;
+  client_storage: ClientStorageTable;
   objects: ObjectsTable;
   upload_sessions: UploadSessionsTable;
   upload_parts: UploadPartsTable;

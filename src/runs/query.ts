@@ -3,35 +3,18 @@ import { type Database, RUN_KINDS, RUN_STATUSES, type RunKind, type RunStatus } 
 import { AppError, ErrorCode } from '../errors.js';
 import { type Run, RunStore } from '../uploads/runs.js';
 import { MAX_EPOCH_MS } from '../validate.js';
+import type { RunJson } from './json.js';
 
 export const DEFAULT_LIMIT = 50;
 export const MAX_LIMIT = 200;
 const TERMINAL: RunStatus[] = ['succeeded', 'failed'];
 const DAY_MS = 24 * 3600 * 1000;
+const HOUR_MS = 3600 * 1000;
 
 /** True when a later successful upload replaced the object this (outer `runs`) record describes. */
 const SUPERSEDED = sql<boolean>`exists (select 1 from runs n where n.object_key = runs.object_key and n.status = 'succeeded' and (n.finished_at > runs.finished_at or (n.finished_at = runs.finished_at and n.run_id > runs.run_id)))`;
 
-/** The public JSON of a run (spec 001 payload shape, ISO timestamps). */
-export interface RunJson {
-  run_id: string;
-  status: RunStatus;
-  kind: RunKind;
-  client: string;
-  path: string;
-  s3_key: string;
-  size: number | null;
-  sha256: string | null;
-  created_at: string;
-  updated_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  deleted_at: string | null;
-  timings: { total_ms: number | null; bytes_per_sec: number | null };
-  inputs: { filename: string | null; content_type: string | null };
-  error_code: string | null;
-  error_message: string | null;
-}
+export type { RunJson } from './json.js';
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
@@ -126,6 +109,8 @@ export interface PruneOptions {
   maxAgeDays?: number | undefined;
   /** Only this client's records. */
   client?: string | undefined;
+  /** Count what would be deleted; delete nothing (`deleted` is that count). */
+  dryRun?: boolean | undefined;
   now?: number;
 }
 
@@ -151,6 +136,15 @@ export interface StorageUsed {
   client: string;
   objects: number;
   bytes: number;
+}
+
+export interface Overview {
+  /** Start of the first hour counted, epoch ms. */
+  from: number;
+  /** Per hour with any terminal upload: succeeded and failed uploads, bytes of the succeeded ones. */
+  series: Array<{ t: number; succeeded: number; failed: number; bytes: number }>;
+  /** Failed uploads per error code, most frequent first. */
+  errors: Array<{ error_code: string; count: number }>;
 }
 
 /** Start of the UTC day containing `ms`. */
@@ -263,6 +257,13 @@ export class RunQuery {
       );
     };
 
+    if (opts.dryRun) {
+      const n = await this.db
+        .selectFrom(candidates().clearLimit().as('c'))
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirstOrThrow();
+      return { scanned, deleted: Number(n.n), kept: scanned - Number(n.n) };
+    }
     let deleted = 0;
     for (;;) {
       const ids = (await candidates().execute()).map((r) => r.run_id);
@@ -273,37 +274,64 @@ export class RunQuery {
     return { scanned, deleted, kept: scanned - deleted };
   }
 
-  /** Uploads, bytes and failures per client: since the start of today (UTC) and over the last 7 days. */
+  /**
+   * Uploads, bytes and failures per client since the start of today (UTC) and
+   * over the last 7 days, from the hourly rollup (`run_stats`, kept by
+   * triggers), so the cost does not grow with the number of records. The 7-day
+   * window starts at the hour boundary before now - 7 days.
+   */
   async activity(now = Date.now()): Promise<ClientActivity[]> {
     const today = utcDayStart(now);
-    const weekAgo = now - 7 * DAY_MS;
+    const weekAgo = Math.floor((now - 7 * DAY_MS) / HOUR_MS) * HOUR_MS;
+    const [rows, open] = await Promise.all([
+      this.db
+        .selectFrom('run_stats')
+        .select([
+          'client',
+          sql<number>`sum(case when status = 'succeeded' and bucket >= ${today} then uploads else 0 end)`.as('uploads_today'),
+          sql<number>`sum(case when status = 'succeeded' and bucket >= ${today} then bytes else 0 end)`.as('bytes_today'),
+          sql<number>`sum(case when status = 'failed' and bucket >= ${today} then uploads else 0 end)`.as('failures_today'),
+          sql<number>`sum(case when status = 'succeeded' then uploads else 0 end)`.as('uploads_7d'),
+          sql<number>`sum(case when status = 'succeeded' then bytes else 0 end)`.as('bytes_7d'),
+          sql<number>`sum(case when status = 'failed' then uploads else 0 end)`.as('failures_7d'),
+        ])
+        .where('bucket', '>=', weekAgo)
+        .groupBy('client')
+        .execute(),
+      this.inProgress(),
+    ]);
+    const out = new Map<string, ClientActivity>();
+    const entry = (client: string): ClientActivity => {
+      let a = out.get(client);
+      if (!a) {
+        a = { client, last_upload_at: null, uploads_today: 0, bytes_today: 0, failures_today: 0, uploads_7d: 0, bytes_7d: 0, failures_7d: 0, in_progress: 0 };
+        out.set(client, a);
+      }
+      return a;
+    };
+    for (const r of rows) {
+      Object.assign(entry(r.client), {
+        uploads_today: Number(r.uploads_today),
+        bytes_today: Number(r.bytes_today),
+        failures_today: Number(r.failures_today),
+        uploads_7d: Number(r.uploads_7d),
+        bytes_7d: Number(r.bytes_7d),
+        failures_7d: Number(r.failures_7d),
+      });
+    }
+    for (const [client, n] of open) entry(client).in_progress = n;
+    return [...out.values()];
+  }
+
+  /** Queued and processing records per client (the status index; few at any time). */
+  async inProgress(): Promise<Map<string, number>> {
     const rows = await this.db
       .selectFrom('runs')
-      .select((eb) => [
-        'client',
-        eb.fn.max('created_at').as('last_upload_at'),
-        sql<number>`sum(case when status = 'succeeded' and created_at >= ${today} then 1 else 0 end)`.as('uploads_today'),
-        sql<number>`sum(case when status = 'succeeded' and created_at >= ${today} then coalesce(size, 0) else 0 end)`.as('bytes_today'),
-        sql<number>`sum(case when status = 'failed' and created_at >= ${today} then 1 else 0 end)`.as('failures_today'),
-        sql<number>`sum(case when status = 'succeeded' then 1 else 0 end)`.as('uploads_7d'),
-        sql<number>`sum(case when status = 'succeeded' then coalesce(size, 0) else 0 end)`.as('bytes_7d'),
-        sql<number>`sum(case when status = 'failed' then 1 else 0 end)`.as('failures_7d'),
-        sql<number>`sum(case when status in ('queued', 'processing') then 1 else 0 end)`.as('in_progress'),
-      ])
-      .where('created_at', '>=', weekAgo)
+      .select((eb) => ['client', eb.fn.countAll<number>().as('n')])
+      .where('status', 'in', ['queued', 'processing'])
       .groupBy('client')
       .execute();
-    return rows.map((r) => ({
-      client: r.client,
-      last_upload_at: r.last_upload_at === null ? null : Number(r.last_upload_at),
-      uploads_today: Number(r.uploads_today),
-      bytes_today: Number(r.bytes_today),
-      failures_today: Number(r.failures_today),
-      uploads_7d: Number(r.uploads_7d),
-      bytes_7d: Number(r.bytes_7d),
-      failures_7d: Number(r.failures_7d),
-      in_progress: Number(r.in_progress),
-    }));
+    return new Map(rows.map((r) => [r.client, Number(r.n)]));
   }
 
   /** The newest record per client, whatever its age (for last_seen). */
@@ -320,20 +348,56 @@ export class RunQuery {
   }
 
   /**
-   * Storage used per client from the records: the latest successful upload of
-   * each key that was not deleted since (overwrites count once). One aggregate
-   * query over the records, never a listing of the store.
+   * Storage used per client: the objects table (one row per stored key, so
+   * overwrites count once), summed per client by triggers into
+   * `client_storage`. One small read, never a listing of the store.
    */
   async storageUsed(): Promise<StorageUsed[]> {
-    const rows = await this.db
-      .selectFrom('runs')
-      .select((eb) => ['client', eb.fn.countAll<number>().as('objects'), sql<number>`coalesce(sum(size), 0)`.as('bytes')])
-      .where('status', '=', 'succeeded')
-      .where('deleted_at', 'is', null)
-      .where(sql<boolean>`not ${SUPERSEDED}`)
-      .groupBy('client')
-      .execute();
+    const rows = await this.db.selectFrom('client_storage').selectAll().where('objects', '>', 0).execute();
     return rows.map((r) => ({ client: r.client, objects: Number(r.objects), bytes: Number(r.bytes) }));
+  }
+
+  /**
+   * The admin overview since `from` (rounded down to its hour) from the hourly
+   * rollup: uploads, failures and bytes per hour, and failures per error code.
+   */
+  async overview(from: number, client?: string): Promise<Overview> {
+    const since = Math.floor(from / HOUR_MS) * HOUR_MS;
+    // One pass over the rollup rows of the window: per hour, status and error code.
+    let q = this.db
+      .selectFrom('run_stats')
+      .select(['bucket', 'status', 'error_code', sql<number>`sum(uploads)`.as('n'), sql<number>`sum(bytes)`.as('b')])
+      .where('bucket', '>=', since)
+      .where('status', 'in', TERMINAL);
+    if (client !== undefined) q = q.where('client', '=', client);
+    const rows = await q.groupBy(['bucket', 'status', 'error_code']).execute();
+    const hours = new Map<number, { t: number; succeeded: number; failed: number; bytes: number }>();
+    const errors = new Map<string, number>();
+    for (const r of rows) {
+      const t = Number(r.bucket);
+      let h = hours.get(t);
+      if (!h) {
+        h = { t, succeeded: 0, failed: 0, bytes: 0 };
+        hours.set(t, h);
+      }
+      const n = Number(r.n);
+      if (r.status === 'succeeded') {
+        h.succeeded += n;
+        h.bytes += Number(r.b);
+      } else {
+        h.failed += n;
+        const code = r.error_code === '' ? 'UNKNOWN' : r.error_code;
+        errors.set(code, (errors.get(code) ?? 0) + n);
+      }
+    }
+    return {
+      from: since,
+      series: [...hours.values()].filter((h) => h.succeeded !== 0 || h.failed !== 0).sort((a, b) => a.t - b.t),
+      errors: [...errors.entries()]
+        .map(([error_code, count]) => ({ error_code, count }))
+        .filter((e) => e.count > 0)
+        .sort((a, b) => b.count - a.count || a.error_code.localeCompare(b.error_code)),
+    };
   }
 
   /**

@@ -20,7 +20,9 @@ import type { UploadPipeline } from '../uploads/pipeline.js';
 import type { ResumableEngine } from '../uploads/resumable.js';
 import type { RunStore } from '../uploads/runs.js';
 import { authenticate, secretEquals } from './auth.js';
+import { registerCors } from './cors.js';
 import { settleUnreadBody, watchBodyIdle } from './request-body.js';
+import { adminUiRoutes } from './routes/admin-ui.js';
 import { chunkedRoutes } from './routes/chunked.js';
 import { clientRoutes } from './routes/clients.js';
 import { directRoutes } from './routes/direct.js';
@@ -30,6 +32,7 @@ import { objectRoutes } from './routes/objects.js';
 import { observabilityRoutes, registerOpenApi } from './routes/observability.js';
 import { runRoutes } from './routes/runs.js';
 import { telemetryRoutes } from './routes/telemetry.js';
+import { tokenClient, tokenRoutes } from './routes/tokens.js';
 import { tusRoutes } from './routes/tus.js';
 import { uploadRoutes } from './routes/uploads.js';
 
@@ -168,6 +171,9 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   app.decorateRequest('isAdmin', false);
   app.decorateRequest('bodyIdle', undefined);
 
+  // Before authentication, so refusals carry the CORS headers too.
+  await registerCors(app, config.clients);
+
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
     request.bodyIdle = watchBodyIdle(request.raw, reply.raw, config.bodyIdleTimeoutMs);
@@ -186,7 +192,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
       throw new AppError(ErrorCode.UNAUTHORIZED, config.adminToken === undefined ? 'admin access is disabled (set ADMIN_TOKEN)' : 'invalid admin token');
     }
     if (mode === 'admin') throw new AppError(ErrorCode.UNAUTHORIZED, 'missing admin token: send x-admin-token');
-    request.client = authenticate(config.clients, request.headers);
+    request.client = (await tokenClient(ctx, request)) ?? authenticate(config.clients, request.headers);
     const slack = request.routeOptions.config.uploadSlack;
     if (slack !== undefined) {
       const len = request.headers['content-length'];
@@ -242,5 +248,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   await app.register(tusRoutes, { ctx, engine: ctx.engine });
   await app.register(directRoutes, { ctx });
   await app.register(telemetryRoutes, { ctx });
+  await app.register(tokenRoutes, { ctx });
+  await app.register(adminUiRoutes, { ctx });
   return app;
 }

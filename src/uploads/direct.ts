@@ -4,11 +4,12 @@ import path from 'node:path';
 import type { Kysely, Selectable } from 'kysely';
 import type { ResolvedClient, ResolvedConfig } from '../config/load.js';
 import type { Database, TelemetryEventsTable } from '../db/schema.js';
-import { AppError, ErrorCode } from '../errors.js';
+import { AppError, ErrorCode, isAppError } from '../errors.js';
 import { clientPrefix } from './keys.js';
 import { exceeds, limitOf, tooLarge } from './limits.js';
 import type { UploadPipeline } from './pipeline.js';
 import type { Run } from './runs.js';
+import { checkScope } from './tokens.js';
 
 /** S3 refuses presigned URLs valid for more than 7 days. */
 export const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
@@ -213,11 +214,26 @@ export class DirectUploads {
     let runStatus: string | null = null;
     if (body.event === 'upload_complete') {
       if (key === null) throw new AppError(ErrorCode.INVALID_REQUEST, 'upload_complete needs the key the upload was issued');
-      const run = await this.findDirectRun(client, key);
-      runId = run.run_id;
-      const settled = await this.settle(run, size, client);
-      outcome = settled.outcome;
-      runStatus = settled.run.status;
+      const prefix = clientPrefix(this.pipeline.pathPrefix, client.name);
+      if (key.startsWith(prefix)) checkScope(client, key.slice(prefix.length));
+      const run = await this.findDirectRun(client, key).catch((err: unknown) => {
+        if (isAppError(err) && err.code === ErrorCode.NOT_FOUND && !(key.includes('.') && !key.includes('/'))) return undefined;
+        throw err;
+      });
+      if (run) {
+        runId = run.run_id;
+        const settled = await this.settle(run, size, client);
+        outcome = settled.outcome;
+        runStatus = settled.run.status;
+      } else {
+        // An upload by another protocol (tus, from the browser uploader): the key (full, or the client's path) names a stored object.
+        const objectKey = key.startsWith(prefix) ? key : this.pipeline.keyFor(client, key).key;
+        const stored = await this.pipeline.runs.objectAt(objectKey);
+        if (!stored) throw new AppError(ErrorCode.NOT_FOUND, 'no upload is stored at this key');
+        runId = stored.run_id;
+        outcome = size !== null && size !== stored.size ? 'size_mismatch' : 'verified';
+        runStatus = 'succeeded';
+      }
     }
     const event: TelemetryEvent = {
       event_id: randomUUID(),

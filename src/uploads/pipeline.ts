@@ -14,6 +14,7 @@ import { objectKey } from './keys.js';
 import { checkSize } from './limits.js';
 import { Meter } from './meter.js';
 import type { Run, RunStore, StoredObject } from './runs.js';
+import { checkScope } from './tokens.js';
 
 export interface IngestRequest {
   client: ResolvedClient;
@@ -140,7 +141,9 @@ export class UploadPipeline {
 
   /** Resolve a client's path to its full key (validating it). */
   keyFor(client: ResolvedClient, path: unknown): { path: string; key: string } {
-    return objectKey(this.pathPrefix, client.name, path);
+    const resolved = objectKey(this.pathPrefix, client.name, path);
+    checkScope(client, resolved.path);
+    return resolved;
   }
 
   /**

@@ -11,6 +11,7 @@ import type { MultipartCapability, StorageBackend, StoredPart } from '../storage
 import { feed, release } from './body.js';
 import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
+import { inScope } from './tokens.js';
 
 export type Session = Selectable<UploadSessionsTable>;
 export type PartRow = Selectable<UploadPartsTable>;
@@ -311,7 +312,8 @@ export class ResumableEngine {
 
   async owned(client: ResolvedClient, sessionId: string): Promise<Session> {
     const s = await this.find(client.name, sessionId);
-    if (!s) throw new AppError(ErrorCode.NOT_FOUND, `upload ${sessionId} not found`);
+    // An upload token's holder sees only the uploads under its prefix.
+    if (!s || (client.pathScope !== undefined && !inScope(s.path, client.pathScope))) throw new AppError(ErrorCode.NOT_FOUND, `upload ${sessionId} not found`);
     return s;
   }
 

@@ -16,6 +16,7 @@ export interface TestClient {
   name: string;
   max_file_size_mb?: number;
   retention_days?: number;
+  cors_origins?: string[];
 }
 
 export interface TestServerOptions {
@@ -92,6 +93,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
       api_key: keys[c.name],
       max_file_size_mb: c.max_file_size_mb ?? 100,
       ...(c.retention_days ? { retention_days: c.retention_days } : {}),
+      ...(c.cors_origins ? { cors_origins: c.cors_origins } : {}),
     })),
   };
   for (const [k, v] of Object.entries(opts.extra ?? {})) {

@@ -94,10 +94,12 @@ export async function clientRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
       ]);
       const byClient = new Map(activity.map((a) => [a.client, a]));
       const used = new Map(storage.map((s) => [s.client, s]));
+      // The newest record of each client: one index seek each, side by side.
+      const lastUploads = await Promise.all(ctx.config.clients.map((c) => byClient.get(c.name)?.last_upload_at ?? ctx.runQuery.lastUploadAt(c.name)));
       const clients = [];
-      for (const c of ctx.config.clients) {
+      for (const [i, c] of ctx.config.clients.entries()) {
         const a = byClient.get(c.name);
-        const lastUpload = a?.last_upload_at ?? (await ctx.runQuery.lastUploadAt(c.name));
+        const lastUpload = lastUploads[i] ?? null;
         const lastReport = received.get(c.name) ?? null;
         const lastSeen = lastUpload === null ? lastReport : lastReport === null ? lastUpload : Math.max(lastUpload, lastReport);
         const report = latest.get(c.name);

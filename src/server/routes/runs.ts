@@ -44,6 +44,17 @@ function scopeOf(request: FastifyRequest, requested?: string): string | undefine
   return client.name;
 }
 
+/**
+ * Spec 001's prune guard, on the server: RUNS_PRUNE_ENABLED offers manual
+ * pruning at all; RUNS_PRUNE_LOCKED or PROD_LOCK refuse it (a dry run still
+ * counts). The dashboard shows the same state (GET /api/admin/ui-config).
+ */
+export function pruneGuard(ctx: AppContext): { enabled: boolean; locked: boolean; reason: string | null } {
+  const runs = ctx.config.raw.runs;
+  const reason = runs.prune_locked ? 'RUNS_PRUNE_LOCKED' : ctx.config.raw.admin.prod_lock ? 'PROD_LOCK' : null;
+  return { enabled: runs.prune_enabled, locked: reason !== null, reason };
+}
+
 interface ListQuery {
   status?: string;
   kind?: string;
@@ -130,21 +141,30 @@ export async function runRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
             max_runs: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'keep this many newest terminal records' },
             max_age_days: { type: 'number', exclusiveMinimum: 0, maximum: MAX_AGE_DAYS, description: 'delete terminal records older than this' },
             client: textSchema({ description: 'admin only' }),
+            dry_run: { type: 'boolean', description: 'count what would be deleted, delete nothing' },
           },
         },
         response: {
-          200: { type: 'object', properties: { scanned: { type: 'integer' }, deleted: { type: 'integer' }, kept: { type: 'integer' } } },
+          200: {
+            type: 'object',
+            properties: { scanned: { type: 'integer' }, deleted: { type: 'integer' }, kept: { type: 'integer' }, dry_run: { type: 'boolean' } },
+          },
         },
       },
     },
     async (request) => {
-      const q = request.query as { max_runs?: number; max_age_days?: number; client?: string };
+      const q = request.query as { max_runs?: number; max_age_days?: number; client?: string; dry_run?: boolean };
       const cfg = ctx.config.raw.runs;
+      const guard = pruneGuard(ctx);
+      if (!guard.enabled) throw new AppError(ErrorCode.FORBIDDEN, 'manual pruning is disabled on this gateway (runs.prune_enabled, RUNS_PRUNE_ENABLED)');
+      if (guard.locked && q.dry_run !== true) throw new AppError(ErrorCode.FORBIDDEN, `manual pruning is locked on this gateway (${guard.reason})`);
       const res = await ctx.runQuery.prune({
         client: scopeOf(request, q.client),
         maxRuns: q.max_runs ?? cfg.prune_max_runs,
         maxAgeDays: q.max_age_days ?? cfg.prune_max_age_days,
+        dryRun: q.dry_run === true,
       });
+      if (q.dry_run === true) return { ...res, dry_run: true };
       ctx.metrics.runsPruned.inc(res.deleted);
       request.log.info({ ...res, admin: request.isAdmin }, 'runs pruned');
       return res;

@@ -3,7 +3,9 @@ import { DataStore, ERRORS, type Locker, Server, Upload } from '@tus/server';
 import { AppError, ErrorCode, isAppError } from '../../errors.js';
 import { limitOf } from '../../uploads/limits.js';
 import type { ResumableEngine } from '../../uploads/resumable.js';
+import { inScope } from '../../uploads/tokens.js';
 import type { AppContext } from '../app.js';
+import { CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS, CorsPolicy } from '../cors.js';
 import { currentClient, TUS_PATH, TusError, tusContext } from './tus.js';
 
 // Loaded on the first tus request (see tus.ts): @tus/server and what it pulls
@@ -49,7 +51,7 @@ export class EngineTusStore extends DataStore {
   override async getUpload(id: string): Promise<Upload> {
     const client = currentClient();
     const s = await this.engine.find(client.name, id);
-    if (!s) throw ERRORS.FILE_NOT_FOUND;
+    if (!s || (client.pathScope !== undefined && !inScope(s.path, client.pathScope))) throw ERRORS.FILE_NOT_FOUND;
     if (s.status === 'aborted' || s.status === 'expired') throw ERRORS.FILE_NO_LONGER_EXISTS;
     if (s.status === 'completing') throw new AppError(ErrorCode.CONFLICT, 'the upload is being completed; retry');
     // Every byte arrived but the object was not published (the store failed at
@@ -95,7 +97,12 @@ export class EngineTusStore extends DataStore {
 /** The @tus/server instance for /tus, over the resumable engine; `locker` keeps two requests from writing one upload at once. */
 export function createTusServer(ctx: AppContext, engine: ResumableEngine, locker: Locker): Server {
   const store = new EngineTusStore(engine, engine.opts.sessionTtlMs);
+  // The gateway's one CORS policy (src/server/cors.ts), not @tus/server's default of `*` for every origin.
+  const cors = new CorsPolicy(ctx.config.clients);
   return new Server({
+    allowedOrigins: (origin) => cors.allows(origin),
+    allowedHeaders: CORS_ALLOWED_HEADERS,
+    exposedHeaders: CORS_EXPOSED_HEADERS,
     path: TUS_PATH,
     datastore: store,
     locker,
