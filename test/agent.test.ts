@@ -20,7 +20,7 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
     await t.stop();
   });
 
-  it('uploads existing and new files once, a rename under its new name, and nothing again after a restart', async () => {
+  it('uploads existing and new files once, a rename under its new name, a changed file again, and nothing after a restart', async () => {
     const a = agentSetup(t, 'alice');
     writeFileSync(path.join(a.watchDir, 'existing.txt'), 'was here before');
     mkdirSync(path.join(a.watchDir, 'sub'));
@@ -33,6 +33,9 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
       await waitFor(() => gatewayUploads(t, 'alice').get('up/new.txt'), 'the new file');
       renameSync(path.join(a.watchDir, 'new.txt'), path.join(a.watchDir, 'renamed.txt'));
       await waitFor(() => gatewayUploads(t, 'alice').get('up/renamed.txt'), 'the renamed file');
+      // A changed file (size or mtime) is uploaded again.
+      appendFileSync(path.join(a.watchDir, 'sub', 'deep.bin'), 'more');
+      await waitFor(() => gatewayUploads(t, 'alice').get('up/sub/deep.bin') === 2, 'the changed file uploaded again');
       const st = await a.status();
       assert.equal((st.queue as { pending: number }).pending, 0);
       assert.equal(st.running, true);
@@ -41,7 +44,7 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
     }
     const uploads = gatewayUploads(t, 'alice');
     assert.equal(uploads.get('up/existing.txt'), 1);
-    assert.equal(uploads.get('up/sub/deep.bin'), 1);
+    assert.equal(uploads.get('up/sub/deep.bin'), 2);
     assert.equal(uploads.get('up/new.txt'), 1);
     assert.equal(uploads.get('up/renamed.txt'), 1);
     assert.equal(uploads.has('up/editor.swp'), false, 'ignored by the default globs');
