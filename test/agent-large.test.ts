@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { agentSetup, gatewayDb, gatewayUploads, sha256, storedSha256, waitFor } from './helpers/agent.js';
+import { agentSetup, cleanupAgents, gatewayDb, gatewayUploads, sha256, storedSha256, waitFor } from './helpers/agent.js';
 import { startFaultProxy } from './helpers/proxy.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -18,6 +18,7 @@ describe('s3up agent: large files and delete mode', () => {
     t = await startTestServer({ clients: [{ name: 'alice', max_file_size_mb: 500 }] });
   });
   after(async () => {
+    await cleanupAgents();
     await t.stop();
   });
 
