@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { agentSetup, allArrived, gatewayDb, gatewayUploads, sha256, waitFor } from './helpers/agent.js';
+import { agentSetup, allArrived, cleanupAgents, gatewayDb, gatewayUploads, sha256, waitFor } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -14,6 +14,7 @@ describe('s3up agent: a burst of files', () => {
     t = await startTestServer({ clients: [{ name: 'alice' }] });
   });
   after(async () => {
+    await cleanupAgents();
     await t.stop();
   });
 

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { loadConfig } from '../src/config/load.js';
 import { startServer } from '../src/server/main.js';
-import { agentSetup, allArrived, gatewayDb, gatewayUploads, sha256, spawnCli, storedSha256, waitFor } from './helpers/agent.js';
+import { agentSetup, allArrived, cleanupAgents, gatewayDb, gatewayUploads, sha256, spawnCli, storedSha256, waitFor } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -17,6 +17,7 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
     t = await startTestServer({ clients: [{ name: 'alice' }, { name: 'small', max_file_size_mb: 1 }] });
   });
   after(async () => {
+    await cleanupAgents();
     await t.stop();
   });
 

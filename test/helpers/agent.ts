@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type SQLite from 'better-sqlite3';
@@ -44,6 +44,22 @@ export interface AgentProcess {
   kill9(): Promise<void>;
 }
 
+const spawned = new Set<ChildProcess>();
+const dirs = new Set<string>();
+
+/** Kill every agent a test left running and remove the folders agentSetup made (call from `after`). */
+export async function cleanupAgents(): Promise<void> {
+  for (const proc of spawned) {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGKILL');
+      await new Promise((r) => proc.once('close', r));
+    }
+  }
+  spawned.clear();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  dirs.clear();
+}
+
 /** Run `s3up <args>` (the real CLI, from source) as a subprocess. */
 export function spawnCli(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): AgentProcess {
   const proc = spawn(process.execPath, ['--import', TSX_LOADER, CLI_BIN, ...args], {
@@ -51,6 +67,8 @@ export function spawnCli(args: string[], opts: { cwd: string; env?: NodeJS.Proce
     env: cleanEnv(opts.env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  spawned.add(proc);
+  proc.once('close', () => spawned.delete(proc));
   let buf = '';
   let err = '';
   const lines: LogLine[] = [];
@@ -110,6 +128,7 @@ export interface AgentSetup {
 /** A watched folder and a client.yaml pointing at `gateway` as `client`; `extra` is merged into the YAML. */
 export function agentSetup(gateway: { url: string; keys: Record<string, string> }, client: string, extra: Record<string, unknown> = {}): AgentSetup {
   const dir = mkdtempSync(path.join(os.tmpdir(), 's3up-agent-'));
+  dirs.add(dir);
   const watchDir = path.join(dir, 'watched');
   mkdirSync(watchDir);
   const dbPath = path.join(dir, 'state', 'agent.db');
