@@ -14,7 +14,8 @@ export interface FaultProxy {
   holdAfter: number | undefined;
   uploadsAnswered: number;
   held: number;
-  requests: Array<{ method: string; path: string }>;
+  /** Every request, with the gateway's status once it answered (undefined: no answer reached the proxy). */
+  requests: Array<{ method: string; path: string; status?: number | undefined }>;
   /** Hold every chunk request (POST /upload/chunked/.../chunk) back this long: a slow link. */
   chunkDelayMs: number;
   release(): void;
@@ -45,8 +46,11 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       agent.destroy();
     },
   };
+  const answers = new WeakMap<http.IncomingMessage, { status?: number | undefined }>();
   const server = http.createServer((req, res) => {
-    proxy.requests.push({ method: req.method ?? '', path: req.url ?? '' });
+    const record: { method: string; path: string; status?: number | undefined } = { method: req.method ?? '', path: req.url ?? '' };
+    proxy.requests.push(record);
+    answers.set(req, record);
     if (proxy.mode === 'down') {
       req.socket.destroy();
       return;
@@ -57,6 +61,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
   });
   const forward = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const upstream = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent }, (up) => {
+      const record = answers.get(req);
+      if (record) record.status = up.statusCode;
       const isUpload = (req.method === 'PUT' && req.url?.startsWith('/objects/')) || /\/complete$/.test(req.url ?? '');
       if (isUpload && up.statusCode === 200) {
         if (proxy.holdAfter !== undefined && proxy.uploadsAnswered >= proxy.holdAfter) {
