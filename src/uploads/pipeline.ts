@@ -404,12 +404,15 @@ function readSmallBody(body: Readable, size: number, signal?: AbortSignal): Prom
 }
 
 /**
- * What a failure means for the client: our own errors as they are; a failure
- * of the body stream itself in the protocol's terms (`bodyError`), else as an
- * interrupted upload (UPLOAD_ABORTED, not a server fault).
+ * What a failure means for the client, by where it came from: our own errors
+ * as they are; the database's (a lost connection is tagged at the driver's
+ * edge, see db/index.ts) left for `fail` to report as DATABASE_UNAVAILABLE; a
+ * failure of the body stream itself in the protocol's terms (`bodyError`),
+ * else as an interrupted upload (UPLOAD_ABORTED, not a server fault).
  */
 function abortedAs(err: unknown, body: Readable, bodyError: ((err: unknown) => AppError) | undefined): unknown {
   if (isAppError(err)) return err;
+  if (databaseUnavailable(err) !== undefined) return err;
   if (body.errored && bodyError) return bodyError(body.errored);
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.name === 'AbortError' || body.errored) {

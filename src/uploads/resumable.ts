@@ -3,6 +3,7 @@ import { Readable, Transform, type TransformCallback, Writable } from 'node:stre
 import type { Kysely, Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import type { ResolvedClient } from '../config/load.js';
+import { databaseUnavailable } from '../db/index.js';
 import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import { closedByReader } from '../storage/reader-gone.js';
@@ -917,8 +918,10 @@ function storeFailure(err: unknown): AppError {
   return new AppError(ErrorCode.STORAGE_UNAVAILABLE, 'the store did not take the bytes; retry from the offset HEAD reports', undefined, { cause: err });
 }
 
+/** A chunk's failure by where it came from: the database's left as it is (a lost connection is not the client's abort). */
 function abortedOr(err: unknown): unknown {
   if (isAppError(err)) return err;
+  if (databaseUnavailable(err) !== undefined) return err;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.name === 'AbortError') {
     return new AppError(ErrorCode.UPLOAD_ABORTED, 'the chunk was interrupted before it completed', undefined, { cause: err });
