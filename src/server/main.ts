@@ -150,6 +150,9 @@ export async function createGateway(config: ResolvedConfig, opts: { logger?: Log
   let released: Promise<void> | undefined;
   const release = (): Promise<void> => {
     released ??= (async () => {
+      // Records still owed (database away): one last try; what stays owed is settled from the store by a sweeper later.
+      await pipeline.unrecorded.retry().catch(() => 0);
+      pipeline.unrecorded.stop();
       await engine.stop();
       await store.close();
       await db.close();
