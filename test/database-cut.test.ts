@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { type BinProcess, spawnBin } from './helpers/bin.js';
 import { eventually, request } from './helpers/http.js';
 import { createPgDatabase, pgSkip } from './helpers/pg.js';
 import { MiB, random } from './helpers/resumable.js';
@@ -34,6 +35,75 @@ describe('PostgreSQL cut under load (TCP proxy)', { skip: pgSkip }, () => {
       }
     });
   }
+
+  // The gateway that owes those records is killed before the database comes
+  // back: another gateway's sweeper settles its runs from the store.
+  it('records owed by a gateway killed during the outage are settled from the store by another gateway', async () => {
+    const pgDb = await createPgDatabase();
+    const direct = new URL(pgDb.url);
+    const proxy = await startTcpProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+    const viaProxy = new URL(pgDb.url);
+    viaProxy.hostname = '127.0.0.1';
+    viaProxy.port = String(proxy.port);
+    const ts = await startTestServer({ databaseUrl: viaProxy.toString(), extra: { uploads: { heartbeat_seconds: 1 } } });
+    await ts.server.close();
+    const a = spawnBin(['--config', ts.configPath, '--port', '0'], { cwd: ts.dir, timeoutMs: 60_000, env: { LOG_LEVEL: 'info' } });
+    let b: BinProcess | undefined;
+    try {
+      const urlA = await a.listening;
+      const bodies = Array.from({ length: 5 }, () => random(MiB));
+      let release!: () => void;
+      const cutDone = new Promise<void>((r) => {
+        release = r;
+      });
+      const uploads = bodies.map((bytes, i) => {
+        async function* body(): AsyncGenerator<Buffer> {
+          yield bytes.subarray(0, bytes.length / 2);
+          await cutDone;
+          yield bytes.subarray(bytes.length / 2);
+        }
+        return request(`${urlA}/objects/killed/f${i}.bin`, {
+          method: 'PUT',
+          headers: { ...ts.auth('alice'), 'content-length': String(bytes.length) },
+          body: body(),
+          timeoutMs: 120_000,
+        });
+      });
+      await eventually(async () => (await records(pgDb.url)).runs.filter((r) => r.status === 'processing').length === 5, 60_000, '5 uploads streaming');
+      await proxy.cut();
+      release();
+      for (const res of await Promise.all(uploads)) {
+        assert.equal(res.status, 503, res.body.toString());
+        assert.equal(res.json<{ error_code: string }>().error_code, 'DATABASE_UNAVAILABLE');
+      }
+      // Published, unrecorded, and the gateway that owes the records dies.
+      a.proc.kill('SIGKILL');
+      await a.exited;
+      await proxy.restore();
+      b = spawnBin(['--config', ts.configPath, '--port', '0'], { cwd: ts.dir, timeoutMs: 60_000, env: { LOG_LEVEL: 'info' } });
+      const urlB = await b.listening;
+      for (let i = 0; i < 120; i++) {
+        await fetch(`${urlB}/api/admin/sweep`, { method: 'POST', headers: { 'x-admin-token': ADMIN_TOKEN } });
+        const { runs } = await records(pgDb.url);
+        if (!runs.some((r) => r.status === 'processing' || r.status === 'queued')) break;
+        await sleep(500);
+      }
+      const truth = await assertRecordsTellTheTruth({ kind: 'fs', root: `${ts.dir}/uploads` }, pgDb.url);
+      // Every upload was published before its 503: each is now recorded, as the bytes sent.
+      assert.equal(truth.objects.length, 5);
+      assertNothingAcknowledgedLost(
+        truth,
+        bodies.map((bytes, i) => ({ key: `backups/alice/killed/f${i}.bin`, bytes })),
+      );
+      for (const r of truth.runs) assert.equal(r.status, 'succeeded', `${r.object_key}: ${r.status} ${r.error_code}`);
+    } finally {
+      if (a.proc.exitCode === null && a.proc.signalCode === null) a.proc.kill('SIGKILL');
+      await b?.stop();
+      await ts.stop();
+      await proxy.close();
+      await pgDb.drop();
+    }
+  });
 });
 
 async function inFlight(t: TestServer): Promise<number> {
