@@ -142,7 +142,7 @@ export class UploadPipeline {
       {
         commit: (runId, object) => this.commit(runId, object),
         // The failure was reported (observers told) when it happened; only its record was owed.
-        failed: (run, err) => this.runs.transition(run.run_id, 'failed', { errorCode: err.code, errorMessage: err.message }),
+        failed: (runId, err) => this.runs.transition(runId, 'failed', { errorCode: err.code, errorMessage: err.message }),
       },
       storage,
     );
@@ -292,7 +292,7 @@ export class UploadPipeline {
       finished = await this.runs.transition(run.run_id, 'failed', { errorCode: appErr.code, errorMessage: appErr.message });
     } catch (writeErr) {
       // The record could not be written (database down): the error still reaches the client, the record follows.
-      if (databaseUnavailable(writeErr) !== undefined) this.unrecorded.add(run, { to: 'failed', error: appErr });
+      if (databaseUnavailable(writeErr) !== undefined) this.unrecorded.add(run.run_id, { to: 'failed', error: appErr });
     }
     this.emitFinished(finished, 'failed', appErr.code);
     return withRun(appErr, run.run_id, err);
@@ -377,7 +377,7 @@ export class UploadPipeline {
         // Published, not recorded: the record follows the bytes once the
         // database answers (the key's lock is held until then, so the rows of
         // the key still follow its publishes); the client is told to retry.
-        this.unrecorded.add(run, { to: 'succeeded', object, release });
+        this.unrecorded.add(run.run_id, { to: 'succeeded', object, release });
         release = undefined;
         owed = withRun(uploadError(err), run.run_id, err);
         throw owed;

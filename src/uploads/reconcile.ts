@@ -16,7 +16,7 @@ export type Settlement =
   | { to: 'failed'; error: AppError };
 
 interface Pending {
-  run: Run;
+  runId: string;
   settlement: Settlement;
 }
 
@@ -24,7 +24,7 @@ export interface RecordWriter {
   /** Write the run succeeded with its object row (one transaction). */
   commit(runId: string, object: Omit<StoredObject, 'run_id' | 'uploaded_at'>): Promise<Run>;
   /** Write the run failed. */
-  failed(run: Run, err: AppError): Promise<Run>;
+  failed(runId: string, err: AppError): Promise<Run>;
 }
 
 /**
@@ -55,10 +55,10 @@ export class UnrecordedSettlements {
     return this.pending.has(runId);
   }
 
-  /** Owe `run`'s settlement; retried until written. */
-  add(run: Run, settlement: Settlement): void {
-    this.releaseOf(run.run_id);
-    this.pending.set(run.run_id, { run, settlement });
+  /** Owe the settlement of run `runId`; retried until written. */
+  add(runId: string, settlement: Settlement): void {
+    this.releaseOf(runId);
+    this.pending.set(runId, { runId, settlement });
     this.schedule();
   }
 
@@ -105,10 +105,10 @@ export class UnrecordedSettlements {
   }
 
   /** True once the record is settled (written, or found settled already). */
-  private async settle({ run, settlement }: Pending): Promise<boolean> {
+  private async settle({ runId, settlement }: Pending): Promise<boolean> {
     try {
-      if (settlement.to === 'succeeded') await this.writer.commit(run.run_id, settlement.object);
-      else await this.writer.failed(run, settlement.error);
+      if (settlement.to === 'succeeded') await this.writer.commit(runId, settlement.object);
+      else await this.writer.failed(runId, settlement.error);
       return true;
     } catch (err) {
       if (databaseUnavailable(err) !== undefined) return false;

@@ -11,6 +11,7 @@ import type { MultipartCapability, StorageBackend, StoredPart } from '../storage
 import { feed, release } from './body.js';
 import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
+import type { StoredObject } from './runs.js';
 
 export type Session = Selectable<UploadSessionsTable>;
 export type PartRow = Selectable<UploadPartsTable>;
@@ -602,7 +603,7 @@ export class ResumableEngine {
         });
       }
       // One publish at a time per key: the object row below follows this publish.
-      const release = await this.pipeline.keyLocks.acquire(s.object_key);
+      let release: (() => void) | undefined = await this.pipeline.keyLocks.acquire(s.object_key);
       const sha256 = s.total_chunks === 1 ? (ordered[0] as PartRow).sha256 : null;
       const doneAt = Date.now();
       try {
@@ -617,27 +618,29 @@ export class ResumableEngine {
           );
         }
         const emptySha = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+        const object: Omit<StoredObject, 'run_id' | 'uploaded_at'> = {
+          object_key: s.object_key,
+          client: s.client,
+          path: s.path,
+          size: total,
+          sha256: s.total_chunks === 0 ? emptySha : sha256,
+          checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
+          checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
+          chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
+          content_type: s.content_type,
+        };
         try {
-          await this.pipeline.commit(
-            s.run_id,
-            {
-              object_key: s.object_key,
-              client: s.client,
-              path: s.path,
-              size: total,
-              sha256: s.total_chunks === 0 ? emptySha : sha256,
-              checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
-              checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
-              chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
-              content_type: s.content_type,
-            },
-            doneAt,
-          );
+          await this.pipeline.commit(s.run_id, object, doneAt);
         } catch (err) {
           this.opts.logger?.warn({ err, run_id: s.run_id }, 'could not record the completed upload');
+          // Published, not recorded (database away): the record follows the bytes once it answers, under the key's lock.
+          if (databaseUnavailable(err) !== undefined) {
+            this.pipeline.unrecorded.add(s.run_id, { to: 'succeeded', object, release });
+            release = undefined;
+          }
         }
       } finally {
-        release();
+        release?.();
       }
       await this.db
         .updateTable('upload_sessions')
