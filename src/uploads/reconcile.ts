@@ -111,8 +111,9 @@ export class UnrecordedSettlements {
       else await this.writer.failed(runId, settlement.error);
       return true;
     } catch (err) {
-      if (databaseUnavailable(err) !== undefined) return false;
-      if (!isAppError(err) || err.code !== ErrorCode.INVALID_TRANSITION) return false;
+      if (databaseUnavailable(err) !== undefined || !isAppError(err)) return false;
+      // The run is gone (pruned): nothing left to record.
+      if (err.code !== ErrorCode.INVALID_TRANSITION) return true;
       // Settled meanwhile: the earlier write landed after all, or the run was failed.
       if (settlement.to === 'succeeded' && err.details?.from === 'failed') {
         const o = settlement.object;
