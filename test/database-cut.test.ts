@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { type BinProcess, spawnBin } from './helpers/bin.js';
 import { eventually, request } from './helpers/http.js';
 import { createPgDatabase, pgSkip } from './helpers/pg.js';
 import { MiB, random } from './helpers/resumable.js';
@@ -18,13 +19,7 @@ describe('PostgreSQL cut under load (TCP proxy)', { skip: pgSkip }, () => {
     // stopped: open connections closed, new ones refused (a server shut down);
     // reset: open connections reset (RST), new ones refused (a network failure).
     it(`20 streaming uploads, database ${mode}: 2xx or 503, nothing acknowledged lost, every record true after the sweep`, async () => {
-      const pgDb = await createPgDatabase();
-      const direct = new URL(pgDb.url);
-      const proxy = await startTcpProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
-      const viaProxy = new URL(pgDb.url);
-      viaProxy.hostname = '127.0.0.1';
-      viaProxy.port = String(proxy.port);
-      const t = await startTestServer({ databaseUrl: viaProxy.toString(), extra: { uploads: { heartbeat_seconds: 1 } } });
+      const { pgDb, proxy, t } = await gatewayBehindProxy();
       try {
         await underLoad(t, proxy, pgDb.url, mode === 'reset');
       } finally {
@@ -34,7 +29,92 @@ describe('PostgreSQL cut under load (TCP proxy)', { skip: pgSkip }, () => {
       }
     });
   }
+
+  // The gateway that owes those records is killed before the database comes
+  // back: another gateway's sweeper settles its runs from the store.
+  it('records owed by a gateway killed during the outage are settled from the store by another gateway', async () => {
+    const { pgDb, proxy, t: ts } = await gatewayBehindProxy();
+    await ts.server.close();
+    const a = spawnBin(['--config', ts.configPath, '--port', '0'], { cwd: ts.dir, timeoutMs: 60_000, env: { LOG_LEVEL: 'info' } });
+    let b: BinProcess | undefined;
+    try {
+      const urlA = await a.listening;
+      const bodies = Array.from({ length: 5 }, () => random(MiB));
+      const { uploads, release } = halfNowRestLater(bodies, (i) => `${urlA}/objects/killed/f${i}.bin`, ts.auth('alice'));
+      await eventually(async () => (await records(pgDb.url)).runs.filter((r) => r.status === 'processing').length === 5, 60_000, '5 uploads streaming');
+      await proxy.cut();
+      release();
+      for (const res of await Promise.all(uploads)) {
+        assert.equal(res.status, 503, res.body.toString());
+        assert.equal(res.json<{ error_code: string }>().error_code, 'DATABASE_UNAVAILABLE');
+      }
+      // Published, unrecorded, and the gateway that owes the records dies.
+      a.proc.kill('SIGKILL');
+      await a.exited;
+      await proxy.restore();
+      b = spawnBin(['--config', ts.configPath, '--port', '0'], { cwd: ts.dir, timeoutMs: 60_000, env: { LOG_LEVEL: 'info' } });
+      const urlB = await b.listening;
+      for (let i = 0; i < 120; i++) {
+        await fetch(`${urlB}/api/admin/sweep`, { method: 'POST', headers: { 'x-admin-token': ADMIN_TOKEN } });
+        const { runs } = await records(pgDb.url);
+        if (!runs.some((r) => r.status === 'processing' || r.status === 'queued')) break;
+        await sleep(500);
+      }
+      const truth = await assertRecordsTellTheTruth({ kind: 'fs', root: `${ts.dir}/uploads` }, pgDb.url);
+      // Every upload was published before its 503: each is now recorded, as the bytes sent.
+      assert.equal(truth.objects.length, 5);
+      assertNothingAcknowledgedLost(
+        truth,
+        bodies.map((bytes, i) => ({ key: `backups/alice/killed/f${i}.bin`, bytes })),
+      );
+      for (const r of truth.runs) assert.equal(r.status, 'succeeded', `${r.object_key}: ${r.status} ${r.error_code}`);
+    } finally {
+      if (a.proc.exitCode === null && a.proc.signalCode === null) a.proc.kill('SIGKILL');
+      await b?.stop();
+      await ts.stop();
+      await proxy.close();
+      await pgDb.drop();
+    }
+  });
 });
+
+/** A fresh PostgreSQL database, a cuttable proxy in front of it, and a gateway that reaches the database through the proxy. */
+async function gatewayBehindProxy(): Promise<{ pgDb: Awaited<ReturnType<typeof createPgDatabase>>; proxy: CuttableProxy; t: TestServer }> {
+  const pgDb = await createPgDatabase();
+  const direct = new URL(pgDb.url);
+  const proxy = await startTcpProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+  const viaProxy = new URL(pgDb.url);
+  viaProxy.hostname = '127.0.0.1';
+  viaProxy.port = String(proxy.port);
+  const t = await startTestServer({ databaseUrl: viaProxy.toString(), extra: { uploads: { heartbeat_seconds: 1 } } });
+  return { pgDb, proxy, t };
+}
+
+/** Streaming PUTs of `bodies`: half of each now, the rest once `release` is called. */
+function halfNowRestLater(
+  bodies: Buffer[],
+  urlOf: (i: number) => string,
+  auth: Record<string, string>,
+): { uploads: Promise<Awaited<ReturnType<typeof request>>>[]; release: () => void } {
+  let release!: () => void;
+  const released = new Promise<void>((r) => {
+    release = r;
+  });
+  const uploads = bodies.map((b, i) => {
+    async function* body(): AsyncGenerator<Buffer> {
+      yield b.subarray(0, b.length / 2);
+      await released;
+      yield b.subarray(b.length / 2);
+    }
+    return request(urlOf(i), {
+      method: 'PUT',
+      headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(b.length) },
+      body: body(),
+      timeoutMs: 120_000,
+    });
+  });
+  return { uploads, release };
+}
 
 async function inFlight(t: TestServer): Promise<number> {
   const g = await t.server.ctx.metrics.inFlight.get();
@@ -43,24 +123,8 @@ async function inFlight(t: TestServer): Promise<number> {
 
 async function underLoad(t: TestServer, proxy: CuttableProxy, databaseUrl: string, reset: boolean): Promise<void> {
   const bodies = Array.from({ length: 20 }, () => random(MiB));
-  let release!: () => void;
-  const cutDone = new Promise<void>((r) => {
-    release = r;
-  });
   // Each body: half now, the rest once the database is cut.
-  const uploads = bodies.map((b, i) => {
-    async function* body(): AsyncGenerator<Buffer> {
-      yield b.subarray(0, b.length / 2);
-      await cutDone;
-      yield b.subarray(b.length / 2);
-    }
-    return request(`${t.url}/objects/cut/f${i}.bin`, {
-      method: 'PUT',
-      headers: { ...t.auth('alice'), 'content-type': 'application/octet-stream', 'content-length': String(b.length) },
-      body: body(),
-      timeoutMs: 120_000,
-    });
-  });
+  const { uploads, release } = halfNowRestLater(bodies, (i) => `${t.url}/objects/cut/f${i}.bin`, t.auth('alice'));
   // Every upload admitted (its run written) and streaming: then the cut.
   await eventually(async () => (await inFlight(t)) === 20, 60_000, '20 uploads in flight');
   await proxy.cut({ reset });

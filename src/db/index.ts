@@ -84,9 +84,26 @@ export async function openDatabase<T = Database>(url: string, opts: { poolSize?:
       const client = await pool.connect().catch((err: unknown) => {
         throw new ConnectionLost(err);
       });
+      // A checked-out client whose socket fails (reset, closed) emits 'error'
+      // besides failing its query; without a listener that would crash the
+      // process. The query's rejection reports it; a broken client is
+      // discarded on release, not handed out again.
+      let broken = false;
+      const onError = (): void => {
+        broken = true;
+      };
+      client.on('error', onError);
       return {
-        query: (text: string, params: unknown[]) => client.query(text, params as unknown[]).catch((err: unknown) => Promise.reject(lost(err))),
-        release: () => client.release(),
+        query: (text: string, params: unknown[]) =>
+          client.query(text, params as unknown[]).catch((err: unknown) => {
+            const tagged = lost(err);
+            if (tagged instanceof ConnectionLost) broken = true;
+            return Promise.reject(tagged);
+          }),
+        release: () => {
+          client.removeListener('error', onError);
+          client.release(broken);
+        },
       };
     },
     end: () => pool.end(),

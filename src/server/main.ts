@@ -150,6 +150,11 @@ export async function createGateway(config: ResolvedConfig, opts: { logger?: Log
   let released: Promise<void> | undefined;
   const release = (): Promise<void> => {
     released ??= (async () => {
+      // Records still owed (database away): one last try; what stays owed is settled from the store by a sweeper later.
+      if (pipeline.unrecorded.size > 0) {
+        await Promise.race([pipeline.unrecorded.retry().catch(() => 0), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+      }
+      pipeline.unrecorded.stop();
       await engine.stop();
       await store.close();
       await db.close();

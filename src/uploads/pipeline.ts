@@ -13,6 +13,7 @@ import { KeyLocks } from './key-locks.js';
 import { objectKey } from './keys.js';
 import { checkSize } from './limits.js';
 import { Meter } from './meter.js';
+import { UnrecordedSettlements } from './reconcile.js';
 import type { Run, RunStore, StoredObject } from './runs.js';
 import { checkScope } from './tokens.js';
 
@@ -128,12 +129,30 @@ export class UploadPipeline {
   owner: string | null = null;
   /** Publishes of one key, one at a time (with their object rows). */
   readonly keyLocks = new KeyLocks();
+  /** Settlements this gateway could not record (database unavailable), retried until written. */
+  readonly unrecorded: UnrecordedSettlements;
+  /** Runs a request of this gateway is streaming now. */
+  private readonly streaming = new Set<string>();
 
   constructor(
     readonly storage: StorageBackend,
     readonly runs: RunStore,
     readonly pathPrefix: string,
-  ) {}
+  ) {
+    this.unrecorded = new UnrecordedSettlements(
+      {
+        commit: (runId, object) => this.commit(runId, object),
+        // The failure was reported (observers told) when it happened; only its record was owed.
+        failed: (runId, err) => this.runs.transition(runId, 'failed', { errorCode: err.code, errorMessage: err.message }),
+      },
+      storage,
+    );
+  }
+
+  /** Whether this gateway still holds `runId`: a request streams it, or its settlement awaits the database. */
+  holds(runId: string): boolean {
+    return this.streaming.has(runId) || this.unrecorded.has(runId);
+  }
 
   observe(o: UploadObserver): void {
     this.observers.push(o);
@@ -270,20 +289,16 @@ export class UploadPipeline {
 
   /** Record a failure on `run` and return the error to throw (with the run id attached). */
   async fail(run: Run, err: unknown): Promise<AppError> {
-    const dbDown = isAppError(err) ? undefined : databaseUnavailable(err);
-    const appErr = isAppError(err)
-      ? err
-      : dbDown !== undefined
-        ? new AppError(ErrorCode.DATABASE_UNAVAILABLE, `the database is unavailable (${dbDown}); retry later`, undefined, { cause: err })
-        : new AppError(ErrorCode.INTERNAL, 'the upload failed', undefined, { cause: err });
+    const appErr = uploadError(err);
     let finished = run;
     try {
       finished = await this.runs.transition(run.run_id, 'failed', { errorCode: appErr.code, errorMessage: appErr.message });
-    } catch {
-      // The record could not be updated (database down): the error still reaches the client.
+    } catch (writeErr) {
+      // The record could not be written (database down): the error still reaches the client, the record follows.
+      if (databaseUnavailable(writeErr) !== undefined) this.unrecorded.add(run.run_id, { to: 'failed', error: appErr });
     }
     this.emitFinished(finished, 'failed', appErr.code);
-    return new AppError(appErr.code, appErr.message, { ...appErr.details, run_id: run.run_id }, { cause: appErr.cause ?? err });
+    return withRun(appErr, run.run_id, err);
   }
 
   async ingest(req: IngestRequest): Promise<IngestResult> {
@@ -309,6 +324,9 @@ export class UploadPipeline {
     // No record, no upload (database down: the error handler answers 503).
     const run = await runCreated;
     const ended = this.bodyStarted(req.kind, client.name);
+    this.streaming.add(run.run_id);
+    /** Set once the bytes are published but their record could not be written. */
+    let owed: AppError | undefined;
 
     try {
       let source: Readable | Buffer;
@@ -345,30 +363,55 @@ export class UploadPipeline {
           release?.();
           throw err;
         });
+      const object: Omit<StoredObject, 'run_id' | 'uploaded_at'> = {
+        object_key: key,
+        client: client.name,
+        path,
+        size: put.size,
+        sha256: received.sha256,
+        checksum: received.sha256,
+        checksum_algorithm: 'sha256',
+        chunk_size: null,
+        content_type: req.contentType ?? null,
+      };
       try {
-        await this.commit(run.run_id, {
-          object_key: key,
-          client: client.name,
-          path,
-          size: put.size,
-          sha256: received.sha256,
-          checksum: received.sha256,
-          checksum_algorithm: 'sha256',
-          chunk_size: null,
-          content_type: req.contentType ?? null,
-        });
+        await this.commit(run.run_id, object);
+      } catch (err) {
+        // Published, not recorded: the record follows the bytes once the
+        // database answers (the key's lock is held until then, so the rows of
+        // the key still follow its publishes); the client is told to retry.
+        this.unrecorded.add(run.run_id, { to: 'succeeded', object, release });
+        release = undefined;
+        owed = withRun(uploadError(err), run.run_id, err);
+        throw owed;
       } finally {
         release?.();
       }
       return { run_id: run.run_id, s3_key: key, path, size: put.size, sha256: received.sha256 };
     } catch (err) {
-      const reported = abortedAs(err, req.body, req.bodyError);
       release(req.body);
-      throw await this.fail(run, reported);
+      if (owed) throw owed;
+      throw await this.fail(run, abortedAs(err, req.body, req.bodyError));
     } finally {
+      this.streaming.delete(run.run_id);
       ended();
     }
   }
+}
+
+/** A failure in the error contract: ours as it is, the database's as DATABASE_UNAVAILABLE (retryable), anything else INTERNAL. */
+function uploadError(err: unknown): AppError {
+  if (isAppError(err)) return err;
+  const dbDown = databaseUnavailable(err);
+  if (dbDown !== undefined) {
+    return new AppError(ErrorCode.DATABASE_UNAVAILABLE, `the database is unavailable (${dbDown}); retry later`, undefined, { cause: err });
+  }
+  return new AppError(ErrorCode.INTERNAL, 'the upload failed', undefined, { cause: err });
+}
+
+/** `err` with the run it belongs to (the client quotes it). */
+function withRun(err: AppError, runId: string, original: unknown): AppError {
+  return new AppError(err.code, err.message, { ...err.details, run_id: runId }, { cause: err.cause ?? original });
 }
 
 /**
@@ -407,12 +450,15 @@ function readSmallBody(body: Readable, size: number, signal?: AbortSignal): Prom
 }
 
 /**
- * What a failure means for the client: our own errors as they are; a failure
- * of the body stream itself in the protocol's terms (`bodyError`), else as an
- * interrupted upload (UPLOAD_ABORTED, not a server fault).
+ * What a failure means for the client, by where it came from: our own errors
+ * as they are; the database's (a lost connection is tagged at the driver's
+ * edge, see db/index.ts) left for `fail` to report as DATABASE_UNAVAILABLE; a
+ * failure of the body stream itself in the protocol's terms (`bodyError`),
+ * else as an interrupted upload (UPLOAD_ABORTED, not a server fault).
  */
 function abortedAs(err: unknown, body: Readable, bodyError: ((err: unknown) => AppError) | undefined): unknown {
   if (isAppError(err)) return err;
+  if (databaseUnavailable(err) !== undefined) return err;
   if (body.errored && bodyError) return bodyError(body.errored);
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.name === 'AbortError' || body.errored) {

@@ -4,6 +4,7 @@ import type { Kysely, Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import { COMPOSITE_ALGORITHM, compositeChecksum } from '../checksum.js';
 import type { ResolvedClient } from '../config/load.js';
+import { databaseUnavailable } from '../db/index.js';
 import type { Database, UploadPartsTable, UploadSessionsTable } from '../db/schema.js';
 import { AppError, ErrorCode, isAppError } from '../errors.js';
 import { closedByReader } from '../storage/reader-gone.js';
@@ -11,6 +12,7 @@ import type { MultipartCapability, StorageBackend, StoredPart } from '../storage
 import { feed, release } from './body.js';
 import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
+import type { StoredObject } from './runs.js';
 import { inScope } from './tokens.js';
 
 export type Session = Selectable<UploadSessionsTable>;
@@ -593,7 +595,7 @@ export class ResumableEngine {
         });
       }
       // One publish at a time per key: the object row below follows this publish.
-      const release = await this.pipeline.keyLocks.acquire(s.object_key);
+      let release: (() => void) | undefined = await this.pipeline.keyLocks.acquire(s.object_key);
       const sha256 = s.total_chunks === 1 ? (ordered[0] as PartRow).sha256 : null;
       const doneAt = Date.now();
       try {
@@ -608,27 +610,29 @@ export class ResumableEngine {
           );
         }
         const emptySha = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+        const object: Omit<StoredObject, 'run_id' | 'uploaded_at'> = {
+          object_key: s.object_key,
+          client: s.client,
+          path: s.path,
+          size: total,
+          sha256: s.total_chunks === 0 ? emptySha : sha256,
+          checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
+          checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
+          chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
+          content_type: s.content_type,
+        };
         try {
-          await this.pipeline.commit(
-            s.run_id,
-            {
-              object_key: s.object_key,
-              client: s.client,
-              path: s.path,
-              size: total,
-              sha256: s.total_chunks === 0 ? emptySha : sha256,
-              checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
-              checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
-              chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
-              content_type: s.content_type,
-            },
-            doneAt,
-          );
+          await this.pipeline.commit(s.run_id, object, doneAt);
         } catch (err) {
           this.opts.logger?.warn({ err, run_id: s.run_id }, 'could not record the completed upload');
+          // Published, not recorded (database away): the record follows the bytes once it answers, under the key's lock.
+          if (databaseUnavailable(err) !== undefined) {
+            this.pipeline.unrecorded.add(s.run_id, { to: 'succeeded', object, release });
+            release = undefined;
+          }
         }
       } finally {
-        release();
+        release?.();
       }
       await this.db
         .updateTable('upload_sessions')
@@ -909,8 +913,10 @@ function storeFailure(err: unknown): AppError {
   return new AppError(ErrorCode.STORAGE_UNAVAILABLE, 'the store did not take the bytes; retry from the offset HEAD reports', undefined, { cause: err });
 }
 
+/** A chunk's failure by where it came from: the database's left as it is (a lost connection is not the client's abort). */
 function abortedOr(err: unknown): unknown {
   if (isAppError(err)) return err;
+  if (databaseUnavailable(err) !== undefined) return err;
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error | undefined)?.name === 'AbortError') {
     return new AppError(ErrorCode.UPLOAD_ABORTED, 'the chunk was interrupted before it completed', undefined, { cause: err });

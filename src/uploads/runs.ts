@@ -208,11 +208,12 @@ export class RunStore {
   }
 
   /**
-   * Open runs nobody will finish: plain uploads whose gateway stopped
-   * heartbeating before `aliveSince` (killed, crashed), and queued direct
-   * uploads whose URL lapsed before `now`.
+   * Open runs nobody may finish: plain uploads whose gateway stopped
+   * heartbeating before `aliveSince` (killed, crashed), or owned by `own`
+   * (the caller's gateway, which skips those its requests still hold), and
+   * queued direct uploads whose URL lapsed before `now`.
    */
-  async orphans(aliveSince: number, now: number, limit = 500): Promise<Run[]> {
+  async orphans(aliveSince: number, now: number, own: string | null = null, limit = 500): Promise<Run[]> {
     const streaming = await this.db
       .selectFrom('runs')
       .selectAll()
@@ -221,6 +222,7 @@ export class RunStore {
       .where((eb) =>
         eb.or([
           eb('owner', 'is', null),
+          ...(own === null ? [] : [eb('owner', '=', own)]),
           eb.not(eb.exists(eb.selectFrom('heartbeat').select('id').whereRef('heartbeat.id', '=', 'runs.owner').where('heartbeat.at', '>=', aliveSince))),
         ]),
       )
