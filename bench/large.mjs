@@ -99,8 +99,9 @@ export function largeRows(r) {
       'CPU s/GiB': `${fmt(r.cpuSecPerGiB.gateway, 2)} vs ${fmt(r.cpuSecPerGiB['baseline+fsync'], 2)}`,
       ratio: fmt(r.ratio.vsBaselineFsync, 3),
       'peak RSS': `${fmt(r.peakRssMB.gateway)} MB (idle ${fmt(r.gatewayIdleRssMB)}; baseline ${fmt(r.peakRssMB.baselineFsync)})`,
-      target: 'ratio >= 0.85, RSS <= 120 MB',
-      met: r.ratio.vsBaselineFsync >= 0.85 && r.peakRssMB.gateway <= 120 ? 'yes' : 'NO',
+      // Flat memory on the stock runtime: the peak may exceed the idle gateway by at most 64 MB.
+      target: 'ratio >= 0.85, peak - idle <= 64 MB',
+      met: r.ratio.vsBaselineFsync >= 0.85 && r.peakRssMB.gateway - r.gatewayIdleRssMB <= 64 ? 'yes' : 'NO',
     },
     {
       benchmark: `large ${sizeLabel} vs no-fsync`,
@@ -121,8 +122,8 @@ export function largeRows(r) {
       'CPU s/GiB': '-',
       ratio: '-',
       'peak RSS': `${fmt(r.big.peakRssMB)} MB (idle ${fmt(r.big.idleRssMB)})`,
-      target: 'RSS <= 120 MB',
-      met: r.big.peakRssMB <= 120 ? 'yes' : 'NO',
+      target: 'peak - idle <= 64 MB',
+      met: r.big.peakRssMB - r.big.idleRssMB <= 64 ? 'yes' : 'NO',
     });
   }
   return rows;
