@@ -3,22 +3,19 @@
 // is published, once space returns the same uploads succeed byte-exact, and
 // every record tells the truth. Needs root (mount); CI runs it as root.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { put } from './helpers/http.js';
 import { chunkOf, complete, init, MiB, random, sendChunk } from './helpers/resumable.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { requireRoot, rootSkip } from './helpers/tools.js';
+import { mountTmpfs, requireRoot, rootSkip, unmountTmpfs } from './helpers/tools.js';
 import { type Acknowledged, assertNothingAcknowledgedLost, assertRecordsTellTheTruth } from './helpers/truth.js';
 
 /** An 8 MiB tmpfs holding the storage root, with a filler file leaving about `freeMiB` free. */
 async function onSmallDisk(freeMiB: number, body: (ts: TestServer, root: string, freeSpace: () => void) => Promise<void>): Promise<void> {
   requireRoot();
-  const mnt = mkdtempSync(path.join(os.tmpdir(), 's3up-tmpfs-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]);
+  const mnt = mountTmpfs('8m');
   let ts: TestServer | undefined;
   try {
     const root = path.join(mnt, 'uploads');
@@ -29,8 +26,7 @@ async function onSmallDisk(freeMiB: number, body: (ts: TestServer, root: string,
     await body(ts, root, () => rmSync(filler, { force: true }));
   } finally {
     await ts?.stop();
-    execFileSync('umount', ['-l', mnt]);
-    rmSync(mnt, { recursive: true, force: true });
+    unmountTmpfs(mnt);
   }
 }
 

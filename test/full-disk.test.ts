@@ -1,18 +1,16 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { complete, download, init, MiB, random, sendChunk, sha256hex } from './helpers/resumable.js';
 import { startTestServer } from './helpers/server.js';
+import { mountTmpfs, requireRoot, rootSkip, unmountTmpfs } from './helpers/tools.js';
 
 /**
  * A full disk is the store's condition, not the client's fault: every upload
  * protocol answers 507 STORAGE_FULL (retryable) and, once there is room again,
  * the same request succeeds. Needs root for a small tmpfs as the storage root.
  */
-const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
 /** Fill the filesystem of `file` to the last block. */
 function fillDisk(file: string): void {
@@ -31,13 +29,12 @@ async function errorCode(res: Response): Promise<string> {
 
 describe('full disk (fs store on a small tmpfs)', () => {
   it('a chunk, a tus PATCH and a plain upload answer 507 STORAGE_FULL, then succeed once space is freed', async (t) => {
-    if (!isRoot) {
-      if (process.env.CI) assert.fail('CI runs as root: the tmpfs case must run');
-      t.skip('needs root to mount a small tmpfs as the storage root (runs under CI)');
+    if (rootSkip) {
+      t.skip(rootSkip);
       return;
     }
-    const mnt = mkdtempSync(path.join(os.tmpdir(), 's3up-tmpfs-'));
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+    requireRoot();
+    const mnt = mountTmpfs('4m');
     let ts: Awaited<ReturnType<typeof startTestServer>> | undefined;
     try {
       const root = path.join(mnt, 'uploads');
@@ -110,8 +107,7 @@ describe('full disk (fs store on a small tmpfs)', () => {
       }
     } finally {
       await ts?.stop();
-      execFileSync('umount', ['-l', mnt]);
-      rmSync(mnt, { recursive: true, force: true });
+      unmountTmpfs(mnt);
     }
   });
 });

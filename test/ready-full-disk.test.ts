@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, writeSync } from 'node:fs';
-import os from 'node:os';
+import { closeSync, mkdirSync, openSync, readdirSync, readlinkSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { FS_TMP_DIR } from '../src/storage/fs.js';
 import { startTestServer } from './helpers/server.js';
-
-const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+import { mountTmpfs, requireRoot, rootSkip, unmountTmpfs } from './helpers/tools.js';
 
 /** This process's open files under `dir`. */
 function openFilesUnder(dir: string): string[] {
@@ -48,13 +45,12 @@ function fill(file: string): void {
  */
 describe('/ready on a full disk', () => {
   it('answers 503 for the store, leaks no handle and leaves no probe file; 200 once there is room', async (t) => {
-    if (!isRoot) {
-      if (process.env.CI) assert.fail('CI runs as root: the tmpfs case must run');
-      t.skip('needs root to mount a small tmpfs as the storage root (runs under CI)');
+    if (rootSkip) {
+      t.skip(rootSkip);
       return;
     }
-    const mnt = mkdtempSync(path.join(os.tmpdir(), 's3up-tmpfs-'));
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+    requireRoot();
+    const mnt = mountTmpfs('1m');
     let ts: Awaited<ReturnType<typeof startTestServer>> | undefined;
     try {
       const root = path.join(mnt, 'uploads');
@@ -76,8 +72,7 @@ describe('/ready on a full disk', () => {
       assert.equal((await fetch(`${ts.url}/ready`)).status, 200);
     } finally {
       await ts?.stop();
-      execFileSync('umount', ['-l', mnt]);
-      rmSync(mnt, { recursive: true, force: true });
+      unmountTmpfs(mnt);
     }
   });
 });

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import * as tus from 'tus-js-client';
 import { MiB, random, sha256hex } from './helpers/resumable.js';
 import { startTestServer } from './helpers/server.js';
-import { requireRoot, rootSkip } from './helpers/tools.js';
+import { mountTmpfs, requireRoot, rootSkip, unmountTmpfs } from './helpers/tools.js';
 import { assertNothingAcknowledgedLost, assertRecordsTellTheTruth } from './helpers/truth.js';
 
 /**
@@ -19,8 +17,7 @@ import { assertNothingAcknowledgedLost, assertRecordsTellTheTruth } from './help
 describe('tus: store failure mid-PATCH', { skip: rootSkip }, () => {
   it('never counts unstored bytes and resumes byte-exact once the disk has room again', async () => {
     requireRoot();
-    const mnt = mkdtempSync(path.join(os.tmpdir(), 's3up-tmpfs-'));
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]);
+    const mnt = mountTmpfs('8m');
     let ts: Awaited<ReturnType<typeof startTestServer>> | undefined;
     try {
       const root = path.join(mnt, 'uploads');
@@ -73,8 +70,7 @@ describe('tus: store failure mid-PATCH', { skip: rootSkip }, () => {
       assertNothingAcknowledgedLost(truth, [{ key: 'backups/alice/tus/full-disk.bin', bytes: data }]);
     } finally {
       await ts?.stop();
-      execFileSync('umount', ['-l', mnt]);
-      rmSync(mnt, { recursive: true, force: true });
+      unmountTmpfs(mnt);
     }
   });
 });

@@ -1,4 +1,6 @@
-import { accessSync, constants } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 /**
@@ -78,3 +80,16 @@ export const rclone = (): Tool => tool('rclone', 'rclone');
 /** Debian's AWS CLI v2; the `aws` first on PATH may be a pyenv aws-cli 1.x shim. */
 export const awsCli = (): Tool => tool('aws', 'awscli', ['/usr/bin/aws']);
 export const openssl = (): Tool => tool('openssl', 'openssl');
+
+/** Mount a tmpfs of `size` (e.g. "8m") on a fresh folder and return the folder (root only: see requireRoot). */
+export function mountTmpfs(size: string): string {
+  const mnt = mkdtempSync(path.join(os.tmpdir(), 's3up-tmpfs-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt]);
+  return mnt;
+}
+
+/** Unmount a folder from mountTmpfs and remove it. */
+export function unmountTmpfs(mnt: string): void {
+  execFileSync('umount', ['-l', mnt]);
+  rmSync(mnt, { recursive: true, force: true });
+}
