@@ -21,7 +21,7 @@ export class UsageError extends Error {
   }
 }
 
-import { DEFAULT_SERVER } from '../push/target.js';
+import { DEFAULT_SERVER } from '../client/gateway.js';
 
 export { DEFAULT_SERVER };
 

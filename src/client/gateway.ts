@@ -121,6 +121,9 @@ function isNetworkError(err: unknown): boolean {
 const json = (body: unknown) => () => JSON.stringify(body);
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
+/** The gateway a client talks to when none is named: `s3up-server` on its default port, on this machine. */
+export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
+
 export class GatewayClient {
   readonly baseUrl: string;
   private readonly apiKey: string;

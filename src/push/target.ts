@@ -1,4 +1,4 @@
-import { GatewayClient } from '../client/gateway.js';
+import { DEFAULT_SERVER, GatewayClient } from '../client/gateway.js';
 import { GatewayTarget } from '../transfer/gateway-target.js';
 import { parseS3Url, S3Target } from '../transfer/s3-target.js';
 import type { UploadTarget } from '../transfer/target.js';
@@ -6,8 +6,6 @@ import { VERSION } from '../version.js';
 import type { PushConfig } from './config.js';
 import { defaultDbUrl, normalizeDbUrl, openPushDb } from './db.js';
 import { PushState } from './state.js';
-
-export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 
 export interface BuiltTarget {
   target: UploadTarget;
