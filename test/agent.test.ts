@@ -265,7 +265,7 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
     }
   });
 
-  it('periodic rescans re-subscribe the watcher from scratch: files written afterwards (nested too) arrive, nothing is uploaded twice', async () => {
+  it('periodic rescans renew the folder watches: files written afterwards (nested too) arrive, nothing is uploaded twice', async () => {
     const a = agentSetup(t, 'alice', { scan: { rescan_interval_minutes: 0.03 } });
     const p = a.start();
     const expected = new Map<string, string>();

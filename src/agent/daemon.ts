@@ -63,7 +63,7 @@ export interface AgentSnapshot {
   waiting_for_slot: number;
   hints_pending: number;
   concurrency: number;
-  watches: Array<{ local_path: string; subscriptions: number }>;
+  watches: Array<{ local_path: string; folders: number }>;
   inotify_watches: number | null;
   last_rescan_at: string | null;
   warnings: string[];
@@ -158,10 +158,14 @@ export class Agent {
     );
     void this.readGatewayConfig();
     for (const w of this.config.watches) {
-      const tw = new TreeWatcher(w.localPath, {
-        onPaths: (paths) => this.hint(paths),
-        onError: (err) => this.watchError(w, err),
-      });
+      const tw = new TreeWatcher(
+        w.localPath,
+        {
+          onPaths: (paths) => this.hint(paths),
+          onError: (err) => this.watchError(w, err),
+        },
+        w.recursive,
+      );
       try {
         await tw.start();
       } catch (err) {
@@ -326,6 +330,7 @@ export class Agent {
           // Gone (deleted, or renamed away): nothing remote is ever deleted; a pending upload of it is dropped.
           const q = this.ledger.queued(p);
           if (q && q.claimed === 0) this.ledger.drop(p);
+          this.watchers.get(w)?.forget(p);
           continue;
         }
         if (st.isDirectory()) folders.push({ w, p });
@@ -366,17 +371,12 @@ export class Agent {
 
   /**
    * A new (or moved-in) folder: its files may predate the watch on it, and its
-   * subfolders may have no watch at all. Watch it as a root when it has
-   * subfolders, then crawl it.
+   * subfolders have no watch yet. Watch it and every folder under it first, then
+   * crawl it, so a file written after the crawl raises an event.
    */
   private async newFolder(w: Watch, dir: string): Promise<void> {
     if (!w.recursive) return;
-    try {
-      const entries = await readdir(dir, { withFileTypes: true });
-      if (entries.some((e) => e.isDirectory())) await this.watchers.get(w)?.watchNewTree(dir);
-    } catch {
-      return; // gone again
-    }
+    await this.watchers.get(w)?.watchNewFolder(dir);
     await this.scanTree(w, dir, false);
   }
 
@@ -463,10 +463,13 @@ export class Agent {
         ? `cannot watch every folder of ${w.localPath}: the inotify limit is exhausted (${err.message}); raise fs.inotify.max_user_watches / max_user_instances (docs/agent.md). Rescans keep finding files meanwhile`
         : `watcher error on ${w.localPath}: ${err.message}; rescanning`,
     );
+    // The startup scan, or the rescan under way (whose watch renewal met this), covers it;
+    // asking again from inside a rescan would loop while the limit stays exhausted.
+    if (this.phase === 'starting' || this.rescanning) return;
     this.requestRescan(limit ? 'inotify limit' : 'watcher error');
   }
 
-  /** The library drops folders it cannot watch silently: compare our watches with the kernel's limit after each scan. */
+  /** After each scan: compare the watches held with the kernel's limit (a limit reached by other processes shows only here). */
   private async checkWatchCount(): Promise<void> {
     const held = await inotifyWatchCount();
     this.inotifyWatches = held ?? null;
@@ -924,7 +927,7 @@ export class Agent {
       waiting_for_slot: this.ready.length,
       hints_pending: this.hints.size,
       concurrency: this.concurrency,
-      watches: [...this.watchers.entries()].map(([w, tw]) => ({ local_path: w.localPath, subscriptions: tw.subscriptions })),
+      watches: [...this.watchers.entries()].map(([w, tw]) => ({ local_path: w.localPath, folders: tw.watched })),
       inotify_watches: this.inotifyWatches,
       last_rescan_at: this.lastRescanAt ? new Date(this.lastRescanAt).toISOString() : null,
       warnings: this.warnings.slice(-20),

@@ -60,9 +60,11 @@ export async function cleanupAgents(): Promise<void> {
   dirs.clear();
 }
 
-/** Run `s3up <args>` (the real CLI, from source) as a subprocess. */
-export function spawnCli(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): AgentProcess {
-  const proc = spawn(process.execPath, ['--import', TSX_LOADER, CLI_BIN, ...args], {
+/** Run `s3up <args>` (the real CLI, from source) as a subprocess; `wrap` is a command line it runs under (e.g. unshare). */
+export function spawnCli(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; wrap?: string[] }): AgentProcess {
+  const argv = [process.execPath, '--import', TSX_LOADER, CLI_BIN, ...args];
+  const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv] as [string, ...string[]];
+  const proc = spawn(cmd, rest, {
     cwd: opts.cwd,
     env: cleanEnv(opts.env),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -117,7 +119,8 @@ export interface AgentSetup {
   watchDir: string;
   configPath: string;
   dbPath: string;
-  start(): AgentProcess;
+  /** Start the daemon; `wrap` is a command line it runs under (e.g. unshare). */
+  start(wrap?: string[]): AgentProcess;
   /** The agent's ledger, read-only (safe while it runs). */
   ledger<T>(fn: (db: SQLite.Database) => T): T;
   status(): Promise<Record<string, unknown>>;
@@ -163,7 +166,7 @@ export function agentSetup(gateway: { url: string; keys: Record<string, string> 
     watchDir,
     configPath,
     dbPath,
-    start: () => spawnCli(['agent', '--config', configPath], { cwd: dir, env }),
+    start: (wrap) => spawnCli(['agent', '--config', configPath], { cwd: dir, env, wrap }),
     ledger(fn) {
       const db = new (sqliteDriver())(dbPath, { readonly: true, fileMustExist: true });
       try {
