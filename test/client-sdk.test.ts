@@ -4,42 +4,47 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { GatewayClient, GatewayError } from '../src/client/index.js';
+import { fetchTransport, GatewayClient, GatewayError, type GatewayResponse, type Transport } from '../src/client/index.js';
 import { sha256File, uploadFile } from '../src/client/node.js';
+import { nodeTransport } from '../src/client/node-transport.js';
 import { bytes, MiB, request, sha256 } from './helpers/http.js';
 import { BACKENDS, startTestServer, type TestServer } from './helpers/server.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
-/** fetch that counts the requests it makes (the real fetch does the work). */
-function countingFetch(onResponse?: (res: Response, n: number) => void): { fetch: typeof fetch; calls: () => number } {
+const TRANSPORTS = { fetch: () => fetchTransport(), node: () => nodeTransport() } as const;
+type TransportName = keyof typeof TRANSPORTS;
+
+/** A transport that counts the requests it makes (the real transport does the work). */
+function counting(name: TransportName, onResponse?: (res: GatewayResponse, n: number) => void): { transport: Transport; calls: () => number } {
+  const inner = TRANSPORTS[name]();
   let n = 0;
   return {
-    fetch: (async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+    transport: async (url, req) => {
       n++;
-      const res = await fetch(input, init);
+      const res = await inner(url, req);
       onResponse?.(res, n);
       return res;
-    }) as typeof fetch,
+    },
     calls: () => n,
   };
 }
 
 const FAST_RETRY = { attempts: 4, baseDelayMs: 20, maxDelayMs: 100 };
 
-async function text(res: Response): Promise<Buffer> {
+async function text(res: GatewayResponse): Promise<Buffer> {
   return Buffer.from(await res.arrayBuffer());
 }
 
-for (const backend of BACKENDS) {
-  describe(`client SDK (${backend})`, () => {
+for (const [backend, transportName] of BACKENDS.flatMap((b) => (Object.keys(TRANSPORTS) as TransportName[]).map((n) => [b, n] as const))) {
+  describe(`client SDK (${backend}, ${transportName} transport)`, () => {
     let t: TestServer;
     let dir: string;
     let client: GatewayClient;
     before(async () => {
       t = await startTestServer({ backend });
       dir = mkdtempSync(path.join(os.tmpdir(), 's3up-sdk-'));
-      client = new GatewayClient({ baseUrl: `${t.url}/`, apiKey: t.keys.alice as string, retry: FAST_RETRY });
+      client = new GatewayClient({ baseUrl: `${t.url}/`, apiKey: t.keys.alice as string, retry: FAST_RETRY, transport: TRANSPORTS[transportName]() });
     });
     after(async () => {
       await t?.stop();
@@ -94,8 +99,8 @@ for (const backend of BACKENDS) {
       const data = bytes(3 * MiB + 5);
       writeFileSync(file, data);
       assert.equal(await sha256File(file), sha256(data));
-      const counted = countingFetch();
-      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, fetch: counted.fetch, retry: FAST_RETRY });
+      const counted = counting(transportName);
+      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, transport: counted.transport, retry: FAST_RETRY });
       const res = await uploadFile(c, file, 'sdk/file.bin', { contentType: 'application/x-file' });
       assert.equal(res.sha256, sha256(data));
       assert.equal(res.size, data.length);
@@ -106,8 +111,8 @@ for (const backend of BACKENDS) {
     });
 
     it('GatewayError carries the error code, status and request id; 4xx is not retried', async () => {
-      const counted = countingFetch();
-      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, fetch: counted.fetch, retry: FAST_RETRY });
+      const counted = counting(transportName);
+      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, transport: counted.transport, retry: FAST_RETRY });
       const data = bytes(1000);
       const err = await c.upload('sdk/bad.bin', data, { sha256: sha256(Buffer.from('other')) }).catch((e: unknown) => e);
       assert.ok(err instanceof GatewayError);
@@ -125,7 +130,7 @@ for (const backend of BACKENDS) {
       assert.equal(missing.status, 404);
       assert.equal(counted.calls(), 2);
 
-      const wrongKey = new GatewayClient({ baseUrl: t.url, apiKey: 'sk_wrong_0123456789012345678901234567', fetch: counted.fetch, retry: FAST_RETRY });
+      const wrongKey = new GatewayClient({ baseUrl: t.url, apiKey: 'sk_wrong_0123456789012345678901234567', transport: counted.transport, retry: FAST_RETRY });
       const unauth = await wrongKey.exists('x').catch((e: unknown) => e);
       assert.ok(unauth instanceof GatewayError);
       assert.equal(unauth.errorCode, 'UNAUTHORIZED');
@@ -153,12 +158,12 @@ for (const backend of BACKENDS) {
       const closing = t.server.ctx.closing;
       closing.value = true;
       const seen: number[] = [];
-      const counted = countingFetch((res) => {
+      const counted = counting(transportName, (res) => {
         seen.push(res.status);
         // The "restarted" gateway is back after the first refusal.
         closing.value = false;
       });
-      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, fetch: counted.fetch, retry: FAST_RETRY });
+      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, transport: counted.transport, retry: FAST_RETRY });
       const file = path.join(dir, 'retry.bin');
       const data = bytes(200_000);
       writeFileSync(file, data);
@@ -173,13 +178,33 @@ for (const backend of BACKENDS) {
       assert.equal((await client.exists('sdk/retry.bin')).sha256, sha256(data));
     });
 
+    it('an abort stops the request at once and is not taken for a network failure (never retried)', async () => {
+      const counted = counting(transportName);
+      const c = new GatewayClient({ baseUrl: t.url, apiKey: t.keys.alice as string, transport: counted.transport, retry: FAST_RETRY });
+      const ac = new AbortController();
+      let pulls = 0;
+      const body = () =>
+        new ReadableStream<Uint8Array>({
+          pull(ctrl) {
+            if (++pulls === 3) setImmediate(() => ac.abort());
+            if (pulls > 160) ctrl.close();
+            else ctrl.enqueue(new Uint8Array(64 * 1024));
+          },
+        });
+      const err = await c.upload('sdk/aborted.bin', body, { size: 10 * MiB, signal: ac.signal }).catch((e: unknown) => e);
+      assert.equal((err as Error)?.name, 'AbortError', String(err));
+      assert.ok(!(err instanceof GatewayError));
+      assert.equal(counted.calls(), 1);
+      assert.equal((await client.exists('sdk/aborted.bin')).exists, false);
+    });
+
     it('gives up after the configured attempts with a retryable error', async () => {
       t.server.ctx.closing.value = true;
-      const counted = countingFetch();
+      const counted = counting(transportName);
       const c = new GatewayClient({
         baseUrl: t.url,
         apiKey: t.keys.alice as string,
-        fetch: counted.fetch,
+        transport: counted.transport,
         retry: { attempts: 3, baseDelayMs: 5, maxDelayMs: 10 },
       });
       try {
@@ -193,11 +218,11 @@ for (const backend of BACKENDS) {
       }
       assert.equal(counted.calls(), 3);
       // Nothing listening: a network error (status 0), retried, then reported.
-      const dead = countingFetch();
+      const dead = counting(transportName);
       const nobody = new GatewayClient({
         baseUrl: 'http://127.0.0.1:9',
         apiKey: 'k',
-        fetch: dead.fetch,
+        transport: dead.transport,
         retry: { attempts: 2, baseDelayMs: 5, maxDelayMs: 10 },
       });
       const netErr = await nobody.health().catch((e: unknown) => e);

@@ -5,7 +5,8 @@ import path from 'node:path';
 import picomatch from 'picomatch';
 import type { Logger } from 'pino';
 import { GatewayError } from '../client/errors.js';
-import { GatewayClient } from '../client/gateway.js';
+import { fetchTransport, GatewayClient } from '../client/gateway.js';
+import { nodeTransport } from '../client/node-transport.js';
 import { VERSION } from '../version.js';
 import type { AgentConfig, Watch } from './config.js';
 import { Ledger, type QueueRow, utcDay } from './ledger.js';
@@ -134,7 +135,7 @@ export class Agent {
       userAgent: `s3up-agent/${VERSION}`,
       // Quick retries inside one request; the agent's own backoff (below) takes over after them.
       retry: { attempts: config.retryAttempts, baseDelayMs: 250, maxDelayMs: Math.max(250, Math.min(config.retryDelayMs, 5_000)) },
-      ...(opts.fetch ? { fetch: opts.fetch } : {}),
+      transport: opts.fetch ? fetchTransport(opts.fetch) : nodeTransport(),
     });
     this.target = gatewayTarget(this.client);
     this.concurrency = config.concurrency ?? DEFAULT_CONCURRENCY;

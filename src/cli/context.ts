@@ -22,6 +22,7 @@ export class UsageError extends Error {
 }
 
 import { DEFAULT_SERVER } from '../client/gateway.js';
+import { nodeTransport } from '../client/node-transport.js';
 
 export { DEFAULT_SERVER };
 
@@ -43,5 +44,5 @@ export function gatewayClient(flags: GatewayFlags, env: NodeJS.ProcessEnv, opts:
   const baseUrl = flags.server ?? env.S3UP_SERVER ?? DEFAULT_SERVER;
   const apiKey = flags.apiKey ?? flags.key ?? env.S3UP_API_KEY ?? (opts.keyOptional ? 'unused' : undefined);
   if (!apiKey) throw new Error('no API key: pass --api-key or set S3UP_API_KEY');
-  return new GatewayClient({ baseUrl, apiKey, userAgent: `s3up/${VERSION}` });
+  return new GatewayClient({ baseUrl, apiKey, userAgent: `s3up/${VERSION}`, transport: nodeTransport() });
 }

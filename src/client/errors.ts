@@ -60,7 +60,12 @@ export class GatewayError extends Error {
   }
 }
 
-export async function errorFromResponse(res: Response): Promise<GatewayError> {
+export async function errorFromResponse(res: {
+  status: number;
+  statusText: string;
+  headers: { get(name: string): string | null };
+  json(): Promise<unknown>;
+}): Promise<GatewayError> {
   let body: Record<string, unknown> | undefined;
   try {
     body = (await res.json()) as Record<string, unknown>;
@@ -76,6 +81,7 @@ export async function errorFromResponse(res: Response): Promise<GatewayError> {
 /** A network failure (no answer at all) in the error contract: status 0, transient. */
 export function networkError(err: unknown): GatewayError {
   const cause = (err as { cause?: { code?: string; message?: string } })?.cause;
-  const detail = cause?.code ?? cause?.message ?? (err as Error)?.message ?? String(err);
+  const code = (err as { code?: unknown })?.code;
+  const detail = cause?.code ?? cause?.message ?? (typeof code === 'string' ? code : undefined) ?? (err as Error)?.message ?? String(err);
   return new GatewayError(`network error: ${detail}`, 0, 'NETWORK_ERROR', undefined, undefined);
 }

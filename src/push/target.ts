@@ -1,4 +1,5 @@
 import { DEFAULT_SERVER, GatewayClient } from '../client/gateway.js';
+import { nodeTransport } from '../client/node-transport.js';
 import { GatewayTarget } from '../transfer/gateway-target.js';
 import { parseS3Url, S3Target } from '../transfer/s3-target.js';
 import type { UploadTarget } from '../transfer/target.js';
@@ -50,6 +51,7 @@ export function buildTarget(
     baseUrl: server,
     apiKey,
     userAgent: `s3up-push/${VERSION}`,
+    transport: nodeTransport(),
     retry: { attempts: 5, baseDelayMs: 250, maxDelayMs: 10_000, maxRetryAfterMs: 60_000 },
   });
   const target = new GatewayTarget(client, prefix);
