@@ -136,6 +136,19 @@ describe('uploadLocalFile through the gateway', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('a FIFO or a folder given as a file is refused as not a regular file, without waiting for a writer', async () => {
+    const fifo = path.join(dir, 'named.pipe');
+    execFileSync('mkfifo', [fifo]);
+    mkdirSync(path.join(dir, 'a-folder'));
+    for (const p of [fifo, path.join(dir, 'a-folder')]) {
+      const res = await uploadLocalFile(target, { localPath: p, remotePath: 'up/not-a-file' });
+      assert.equal(res.verdict, 'permanent', p);
+      assert.equal(res.error?.code, 'LOCAL_NOT_A_FILE', p);
+    }
+    const gone = await uploadLocalFile(target, { localPath: path.join(dir, 'never-there'), remotePath: 'up/never-there' });
+    assert.equal(gone.error?.code, 'LOCAL_ENOENT');
+  });
+
   it('plain: streamed with its SHA-256; the local checksum is the one /exists reports', async () => {
     const data = bytes(300_000);
     const file = write(dir, 'plain.bin', data);

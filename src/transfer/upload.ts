@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 import { type ChecksumAlgorithm, type FileChecksums, fileChecksums } from './checksum.js';
 import { judgeLocal, type TargetProgress, type TargetResult, type TransferError, type TransferVerdict, type UploadTarget } from './target.js';
 
@@ -63,7 +64,17 @@ export async function uploadLocalFile(target: UploadTarget, opts: UploadLocalFil
   let mtimeMs = 0;
   let sums: FileChecksums | undefined;
   try {
-    const before = await stat(opts.localPath);
+    // One open for a small file: its fstat is the "before" stat and its bytes are read from the
+    // same handle (O_NONBLOCK: a FIFO opens without a writer and is refused below, not waited on).
+    const fh = await open(opts.localPath, constants.O_RDONLY | constants.O_NONBLOCK);
+    let before: Stats;
+    let data: Buffer | undefined;
+    try {
+      before = await fh.stat();
+      if (before.isFile() && before.size < threshold && before.size <= SMALL_FILE) data = await fh.readFile({ signal: opts.signal });
+    } finally {
+      await fh.close();
+    }
     if (!before.isFile()) {
       return {
         verdict: 'permanent',
@@ -76,8 +87,7 @@ export async function uploadLocalFile(target: UploadTarget, opts: UploadLocalFil
     size = before.size;
     mtimeMs = before.mtimeMs;
     const resumable = size >= threshold;
-    // A small file is read once: hashed and sent from memory (bounded by SMALL_FILE per upload).
-    const data = !resumable && size <= SMALL_FILE ? await readFile(opts.localPath, { signal: opts.signal }) : undefined;
+    // A small file was read once (above): hashed and sent from memory (bounded by SMALL_FILE per upload).
     sums = data
       ? { size: data.length, sha256: createHash('sha256').update(data).digest('hex'), composite: undefined }
       : await fileChecksums(opts.localPath, resumable ? chunkSize : undefined, opts.signal);

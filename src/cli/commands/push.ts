@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { statSync } from 'node:fs';
 import { type Command, Option } from 'commander';
 import { ConfigError, configJson, type PushConfig, type PushFlags, resolvePushConfig } from '../../push/config.js';
@@ -24,6 +25,8 @@ interface PushCommandFlags extends PushFlags {
 /** Interrupts (Ctrl-C, SIGTERM) as an AbortSignal; a second Ctrl-C exits at once. */
 export function interrupts(ctx: CliContext): { signal: AbortSignal; dispose(): void } {
   const ac = new AbortController();
+  // Every request in flight (workers x part concurrency) listens on this signal until it ends.
+  setMaxListeners(0, ac.signal);
   const onSignal = (sig: NodeJS.Signals) => {
     if (ac.signal.aborted) process.exit(130);
     ctx.stderr.write(`\n${sig === 'SIGINT' ? 'Ctrl-C' : sig}: stopping (uploads in flight are abandoned and resume later; press Ctrl-C again to quit now)\n`);
