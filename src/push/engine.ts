@@ -1,6 +1,6 @@
 import { backoffDelay, sleep } from '../client/retry.js';
 import { fileChecksums, matchesRemote } from '../transfer/checksum.js';
-import { type ScannedFile, scanTree } from '../transfer/scan.js';
+import { type ScannedFile, scanBatches } from '../transfer/scan.js';
 import type { TransferError, UploadTarget } from '../transfer/target.js';
 import { MiB, type UploadLocalFileResult, uploadLocalFile } from '../transfer/upload.js';
 import type { PushConfig } from './config.js';
@@ -285,7 +285,7 @@ export async function runPush(opts: PushRunOptions): Promise<SessionRow> {
   const producer = (async () => {
     try {
       let batch: ScannedFile[] = [];
-      for await (const f of scanTree(config.source_dir, {
+      for await (const files of scanBatches(config.source_dir, {
         include: config.include,
         exclude: config.exclude,
         extensions: config.extensions,
@@ -293,9 +293,11 @@ export async function runPush(opts: PushRunOptions): Promise<SessionRow> {
         signal,
         onError: (p, err) => opts.onEvent?.({ event: 'warning', path: p, message: `cannot read: ${err.code ?? err.message}` }),
       })) {
-        stats.found++;
-        stats.foundBytes += f.size;
-        batch.push(f);
+        for (const f of files) {
+          stats.found++;
+          stats.foundBytes += f.size;
+          batch.push(f);
+        }
         if (batch.length >= DECIDE_BATCH) {
           await decide(batch);
           batch = [];

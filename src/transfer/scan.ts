@@ -64,6 +64,16 @@ export function pathFilter(opts: Pick<ScanOptions, 'include' | 'exclude' | 'exte
  * entry cost some thirty.
  */
 export async function* scanTree(root: string, opts: ScanOptions = {}): AsyncGenerator<ScannedFile> {
+  for await (const batch of scanBatches(root, opts)) yield* batch;
+}
+
+/**
+ * `scanTree` a batch at a time (up to a few hundred files of one folder): one
+ * generator step per batch instead of per file, for callers that decide in
+ * batches anyway (push). Measured on 1,000,000 files: the per-file steps of an
+ * async generator cost as much as the lstat calls.
+ */
+export async function* scanBatches(root: string, opts: ScanOptions = {}): AsyncGenerator<ScannedFile[]> {
   const base = path.resolve(root);
   const filter = pathFilter(opts);
   const pending: string[] = [''];
@@ -132,7 +142,7 @@ export async function* scanTree(root: string, opts: ScanOptions = {}): AsyncGene
             opts.onSkip?.(abs, st.isSymbolicLink() ? 'symlink' : 'special');
           }
         }
-        yield* out;
+        if (out.length > 0) yield out;
         if (d === null) break;
       }
     } catch (err) {
