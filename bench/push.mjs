@@ -33,6 +33,7 @@ const { values: argv } = parseArgs({
     noop: { type: 'string' },
     scan: { type: 'string' },
     workers: { type: 'string' },
+    rounds: { type: 'string' },
     skip: { type: 'string', multiple: true },
   },
 });
@@ -44,7 +45,23 @@ const NOOP = Number(argv.noop ?? (quick ? 2000 : 100_000));
 const SCAN_N = Number(argv.scan ?? (quick ? 20_000 : 1_000_000));
 const WORKERS = Number(argv.workers ?? 16);
 const skip = new Set(argv.skip ?? []);
+/** The upload cases run this many times, alternating push and its baseline; the table shows medians. */
+const ROUNDS = Number(argv.rounds ?? (quick ? 1 : 3));
 const log = (m) => console.error(`[push] ${m}`);
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const each = (xs, digits = 2) => (xs.length > 1 ? ` (${xs.map((x) => fmt(x, digits)).join(', ')})` : '');
+
+/** `ROUNDS` alternating runs of push and its baseline: their figures, round by round. */
+async function alternate(push, other) {
+  const runs = { push: [], other: [] };
+  for (let r = 0; r < ROUNDS; r++) {
+    syncDisks();
+    runs.push.push(await push(r));
+    syncDisks();
+    runs.other.push(await other(r));
+  }
+  return runs;
+}
 
 if (!existsSync(S3UP_BIN)) throw new Error('bench: dist/ is missing: run `npm run build` first');
 
@@ -125,74 +142,79 @@ try {
   makeTree(small, FILES, 4096);
 
   if (!skip.has('direct')) {
-    syncDisks();
-    const p = await timed(process.execPath, direct(small, 'push-small'), { env: s3env(tmp) });
-    syncDisks();
-    const r = await timed('rclone', rclone(small, 'rclone-small'), { env: rcloneEnv(s3) });
+    const small3 = await alternate(
+      (r) => timed(process.execPath, direct(small, `push-small-${r}`), { env: s3env(tmp) }),
+      (r) => timed('rclone', rclone(small, `rclone-small-${r}`), { env: rcloneEnv(s3) }),
+    );
+    const ratios = small3.push.map((p, i) => small3.other[i].seconds / p.seconds);
     rows.push({
       case: `${FILES} x 4 KiB, --direct vs rclone`,
-      push_s: fmt(p.seconds, 2),
-      other_s: fmt(r.seconds, 2),
-      ratio: fmt(r.seconds / p.seconds, 2),
-      push_peak_MB: fmt(p.peakRssMB, 0),
+      push_s: fmt(median(small3.push.map((x) => x.seconds)), 2),
+      other_s: fmt(median(small3.other.map((x) => x.seconds)), 2),
+      ratio: `${fmt(median(ratios), 2)}${each(ratios)}`,
+      push_peak_MB: fmt(Math.max(...small3.push.map((x) => x.peakRssMB)), 0),
       target: '>= 1',
     });
-    result.smallDirect = { push: p.seconds, rclone: r.seconds, pushPeakRssMB: p.peakRssMB, rclonePeakRssMB: r.peakRssMB };
+    result.smallDirect = { push: small3.push.map((x) => x.seconds), rclone: small3.other.map((x) => x.seconds), ratios };
 
     const big = path.join(tmp, 'big');
     mkdirSync(big);
     log(`writing ${BIG} x ${BIG_MB} MiB files`);
     for (let i = 0; i < BIG; i++) makeRandomFile(path.join(big, `big${i}.bin`), BIG_MB * MiB);
-    syncDisks();
-    const pb = await timed(process.execPath, direct(big, 'push-big'), { env: s3env(tmp) });
-    syncDisks();
-    const rb = await timed('rclone', rclone(big, 'rclone-big'), { env: rcloneEnv(s3) });
+    const big3 = await alternate(
+      (r) => timed(process.execPath, direct(big, `push-big-${r}`), { env: s3env(tmp) }),
+      (r) => timed('rclone', rclone(big, `rclone-big-${r}`), { env: rcloneEnv(s3) }),
+    );
+    const bigRatios = big3.push.map((p, i) => big3.other[i].seconds / p.seconds);
     rows.push({
       case: `${BIG} x ${BIG_MB} MiB, --direct vs rclone`,
-      push_s: fmt(pb.seconds, 2),
-      other_s: fmt(rb.seconds, 2),
-      ratio: fmt(rb.seconds / pb.seconds, 2),
-      push_peak_MB: fmt(pb.peakRssMB, 0),
+      push_s: fmt(median(big3.push.map((x) => x.seconds)), 2),
+      other_s: fmt(median(big3.other.map((x) => x.seconds)), 2),
+      ratio: `${fmt(median(bigRatios), 2)}${each(bigRatios)}`,
+      push_peak_MB: fmt(Math.max(...big3.push.map((x) => x.peakRssMB)), 0),
       target: '>= 1',
     });
-    result.bigDirect = { push: pb.seconds, rclone: rb.seconds, pushPeakRssMB: pb.peakRssMB, rclonePeakRssMB: rb.peakRssMB };
+    result.bigDirect = { push: big3.push.map((x) => x.seconds), rclone: big3.other.map((x) => x.seconds), ratios: bigRatios };
     rmrf(big);
   }
 
   if (!skip.has('gateway')) {
     const gw = await startGateway({ dir: path.join(tmp, 'gw') });
     started.push(gw);
-    syncDisks();
-    const p = await timed(
-      process.execPath,
-      [S3UP_BIN, 'push', small, '--server', gw.url, '--api-key', gw.key, '--prefix', 'push', '--workers', String(WORKERS), '--no-progress'],
-      { env: pushEnv(tmp) },
+    const gw3 = await alternate(
+      (r) =>
+        timed(
+          process.execPath,
+          [S3UP_BIN, 'push', small, '--server', gw.url, '--api-key', gw.key, '--prefix', `push-${r}`, '--workers', String(WORKERS), '--no-progress'],
+          { env: pushEnv(tmp) },
+        ),
+      (r) =>
+        runJson(LOADGEN, [
+          '--url',
+          `${gw.url}/objects/loadgen-${r}`,
+          '--count',
+          String(FILES),
+          '--warmup',
+          '0',
+          '--concurrency',
+          String(WORKERS),
+          '--size',
+          '4096',
+          '--auth',
+          gw.key,
+        ]),
     );
-    syncDisks();
-    const lg = await runJson(LOADGEN, [
-      '--url',
-      `${gw.url}/objects/loadgen`,
-      '--count',
-      String(FILES),
-      '--warmup',
-      '0',
-      '--concurrency',
-      String(WORKERS),
-      '--size',
-      '4096',
-      '--auth',
-      gw.key,
-    ]);
-    const pushRate = FILES / p.seconds;
+    // Push is timed as a whole process (start-up included), the load generator from its first request.
+    const ratios = gw3.push.map((p, i) => FILES / p.seconds / gw3.other[i].perSecond);
     rows.push({
       case: `${FILES} x 4 KiB via the gateway vs bench small (c=${WORKERS})`,
-      push_s: fmt(p.seconds, 2),
-      other_s: fmt(lg.seconds, 2),
-      ratio: fmt(pushRate / lg.perSecond, 2),
-      push_peak_MB: fmt(p.peakRssMB, 0),
+      push_s: fmt(median(gw3.push.map((x) => x.seconds)), 2),
+      other_s: fmt(median(gw3.other.map((x) => x.seconds)), 2),
+      ratio: `${fmt(median(ratios), 2)}${each(ratios)}`,
+      push_peak_MB: fmt(Math.max(...gw3.push.map((x) => x.peakRssMB)), 0),
       target: '>= 0.7',
     });
-    result.gateway = { pushSeconds: p.seconds, pushPerSecond: pushRate, loadgenPerSecond: lg.perSecond, pushPeakRssMB: p.peakRssMB };
+    result.gateway = { pushSeconds: gw3.push.map((x) => x.seconds), loadgenPerSecond: gw3.other.map((x) => x.perSecond), ratios };
     await gw.stop();
   }
 
