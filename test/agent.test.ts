@@ -148,22 +148,24 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
     }
   });
 
-  it('gateway down while files appear: the agent queues, probes with backoff, and drains when it returns', async () => {
+  it('gateway down for 30 s while files appear: the agent queues, probes with backoff, and drains when it returns', async () => {
     const g = await startTestServer({ clients: [{ name: 'carol' }] });
     const port = Number(new URL(g.url).port);
-    const a = agentSetup(g, 'carol');
+    const a = agentSetup(g, 'carol', { upload: { max_retry_delay_seconds: 8 } });
     const p = a.start();
     let restarted: Awaited<ReturnType<typeof startServer>> | undefined;
     const expected = new Map<string, string>();
     try {
       await waitFor(() => p.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the agent to watch');
       await g.server.close(1000);
+      const downAt = Date.now();
       for (let i = 0; i < 30; i++) {
         const body = randomBytes(500);
         writeFileSync(path.join(a.watchDir, `offline${i}.bin`), body);
         expected.set(`up/offline${i}.bin`, sha256(body));
       }
-      await waitFor(() => p.lines().filter((l) => l.outcome === 'retry_later').length >= 3, 'a few failed probes');
+      // Down for 30 s (the outage of the spec's test), with a few probes failed meanwhile.
+      await waitFor(() => Date.now() - downAt >= 30_000 && p.lines().filter((l) => l.outcome === 'retry_later').length >= 3, '30 s and a few failed probes');
       const st = (await a.status()) as { daemon: { gateway: { state: string } }; queue: { pending: number } };
       assert.equal(st.daemon.gateway.state, 'backoff');
       assert.ok(st.queue.pending > 0);
