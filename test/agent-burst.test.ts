@@ -2,23 +2,16 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { agentSetup, allArrived, cleanupAgents, gatewayDb, gatewayUploads, sha256, waitFor } from './helpers/agent.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { describe, it } from 'node:test';
+import { agentGateway, agentSetup, allArrived, gatewayDb, gatewayUploads, sha256, waitFor } from './helpers/agent.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('s3up agent: a burst of files', () => {
-  let t: TestServer;
-  before(async () => {
-    t = await startTestServer({ clients: [{ name: 'alice' }] });
-  });
-  after(async () => {
-    await cleanupAgents();
-    await t.stop();
-  });
+  const gateway = agentGateway();
 
   it('a burst of 5,000 files: every one arrives exactly once with its checksum', async () => {
+    const t = gateway();
     const a = agentSetup(t, 'alice', { stability: { debounce_seconds: 1 }, upload: { concurrency: 8 } });
     const p = a.start();
     const n = 5000;

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { agentSetup, allArrived, cleanupAgents, gatewayUploads, sha256, waitFor } from './helpers/agent.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { describe, it } from 'node:test';
+import { agentGateway, agentSetup, allArrived, fileWriter, gatewayUploads, waitFor } from './helpers/agent.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -26,23 +24,12 @@ function limitSkip(): string | false {
 }
 
 describe('s3up agent: folder watches', () => {
-  let t: TestServer;
-  before(async () => {
-    t = await startTestServer({ clients: [{ name: 'alice' }] });
-  });
-  after(async () => {
-    await cleanupAgents();
-    await t.stop();
-  });
+  const gateway = agentGateway();
 
   it('a folder deleted and made again, and a folder moved: later writes into them arrive by their events, and the watches follow the tree', async () => {
+    const t = gateway();
     const a = agentSetup(t, 'alice');
-    const expected = new Map<string, string>();
-    const write = (rel: string) => {
-      const body = randomBytes(64);
-      writeFileSync(path.join(a.watchDir, rel), body);
-      expected.set(`up/${rel}`, sha256(body));
-    };
+    const { expected, write } = fileWriter(a.watchDir);
     const arrived = (what: string) => waitFor(() => allArrived(t, 'alice', expected.keys()), what);
     const folders = async () => ((await a.status()) as { daemon: { watches: Array<{ folders: number }> } | null }).daemon?.watches[0]?.folders;
     mkdirSync(path.join(a.watchDir, 'again', 'x'), { recursive: true });
@@ -91,13 +78,9 @@ describe('s3up agent: folder watches', () => {
   });
 
   it('an exhausted inotify limit is logged once, rescans find the files of unwatched folders, and it never loops', { skip: limitSkip() }, async () => {
+    const t = gateway();
     const a = agentSetup(t, 'alice', { scan: { rescan_interval_minutes: 0.03 } });
-    const expected = new Map<string, string>();
-    const write = (rel: string) => {
-      const body = randomBytes(64);
-      writeFileSync(path.join(a.watchDir, rel), body);
-      expected.set(`up/${rel}`, sha256(body));
-    };
+    const { expected, write } = fileWriter(a.watchDir);
     for (let i = 0; i < 30; i++) {
       mkdirSync(path.join(a.watchDir, `d${i}`));
       write(`d${i}/existing.bin`);

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { loadConfig } from '../src/config/load.js';
 import { startServer } from '../src/server/main.js';
-import { agentSetup, allArrived, cleanupAgents, gatewayDb, gatewayUploads, sha256, spawnCli, storedSha256, waitFor } from './helpers/agent.js';
+import { agentSetup, allArrived, cleanupAgents, fileWriter, gatewayDb, gatewayUploads, sha256, spawnCli, storedSha256, waitFor } from './helpers/agent.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -93,12 +93,7 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
   it('nested folders made with mkdir -p and filled at once, then written again later: every file arrives', async () => {
     const a = agentSetup(t, 'alice');
     const p = a.start();
-    const expected = new Map<string, string>();
-    const write = (rel: string) => {
-      const body = randomBytes(100);
-      writeFileSync(path.join(a.watchDir, rel), body);
-      expected.set(`up/${rel}`, sha256(body));
-    };
+    const { expected, write } = fileWriter(a.watchDir, 100);
     try {
       await waitFor(() => p.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the agent to watch');
       for (let i = 0; i < 40; i++) {
@@ -270,12 +265,7 @@ describe('s3up agent (real gateway, agent as a subprocess)', () => {
   it('periodic rescans renew the folder watches: files written afterwards (nested too) arrive, nothing is uploaded twice', async () => {
     const a = agentSetup(t, 'alice', { scan: { rescan_interval_minutes: 0.03 } });
     const p = a.start();
-    const expected = new Map<string, string>();
-    const write = (rel: string) => {
-      const body = randomBytes(200);
-      writeFileSync(path.join(a.watchDir, rel), body);
-      expected.set(`up/${rel}`, sha256(body));
-    };
+    const { expected, write } = fileWriter(a.watchDir, 200);
     try {
       await waitFor(() => p.lines().find((l) => l.msg === 'initial queue drained; watching'), 'the agent to watch');
       mkdirSync(path.join(a.watchDir, 'r', 'a', 'b'), { recursive: true });

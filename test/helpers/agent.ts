@@ -1,13 +1,14 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import type SQLite from 'better-sqlite3';
 import { stringify } from 'yaml';
 import { sqliteDriver } from '../../src/db/sqlite-driver.js';
 import { cleanEnv, REPO_ROOT } from './bin.js';
-import type { TestServer } from './server.js';
+import { startTestServer, type TestServer } from './server.js';
 
 export const CLI_BIN = path.join(REPO_ROOT, 'src', 'bin', 's3up.ts');
 const TSX_LOADER = import.meta.resolve('tsx');
@@ -224,4 +225,30 @@ export function storedSha256(t: TestServer, client: string, remotePath: string):
 
 export function sha256(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/** A gateway for a suite of agent tests (call inside `describe`): every agent and folder is cleaned up after the suite. */
+export function agentGateway(clients: Array<{ name: string; max_file_size_mb?: number }> = [{ name: 'alice' }]): () => TestServer {
+  let t: TestServer | undefined;
+  before(async () => {
+    t = await startTestServer({ clients });
+  });
+  after(async () => {
+    await cleanupAgents();
+    await t?.stop();
+  });
+  return () => t as TestServer;
+}
+
+/** Writes random files into a watched folder and remembers what each remote path must hold (`up/` + relative path). */
+export function fileWriter(watchDir: string, size = 64): { expected: Map<string, string>; write(rel: string): void } {
+  const expected = new Map<string, string>();
+  return {
+    expected,
+    write(rel: string) {
+      const body = randomBytes(size);
+      writeFileSync(path.join(watchDir, rel), body);
+      expected.set(`up/${rel}`, sha256(body));
+    },
+  };
 }
