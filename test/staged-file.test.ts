@@ -1,7 +1,7 @@
 // The filesystem backend's staging-file writer (write-behind fdatasync, fsync
 // before finish) on real files.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,7 +10,15 @@ import { after, before, describe, it } from 'node:test';
 import { dropBytes, StagedFile } from '../src/storage/staged-file.js';
 import { bytes } from './helpers/http.js';
 
-const openFds = () => readdirSync('/proc/self/fd').length;
+/** This process's descriptors open on `file` (other descriptors come and go with the runtime). */
+const fdsOn = (file: string) =>
+  readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(file);
+    } catch {
+      return false; // closed meanwhile
+    }
+  }).length;
 
 describe('StagedFile', () => {
   let dir: string;
@@ -86,18 +94,19 @@ describe('StagedFile', () => {
   });
 
   it('a body that fails mid-way closes the file (no descriptor left open)', async () => {
-    const before = openFds();
     const file = path.join(dir, 'broken.bin');
     const body = new Readable({ read() {} });
     const out = new StagedFile(file, { syncEveryBytes: 1024, highWaterMark: 4096 });
     const done = pipeline(body, out);
     for (let i = 0; i < 50; i++) body.push(bytes(1000));
-    await new Promise((r) => setTimeout(r, 50));
+    // Mid-way: the file is open and bytes are flowing into it.
+    while (fdsOn(file) === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(fdsOn(file), 1);
     body.destroy(new Error('client went away'));
     await assert.rejects(done, /client went away/);
     // Closing waits for a write-behind sync in flight, so it may come just after the rejection.
     if (!out.closed) await new Promise((r) => out.once('close', r));
-    assert.equal(openFds(), before);
+    assert.equal(fdsOn(file), 0);
   });
 
   it('dropBytes skips whole and partial buffers', () => {
