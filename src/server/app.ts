@@ -3,23 +3,17 @@ import http from 'node:http';
 import https from 'node:https';
 import type {} from '@fastify/swagger';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { Logger } from 'pino';
-import type { ResolvedClient, ResolvedConfig } from '../config/load.js';
-import { type Db, databaseUnavailable } from '../db/index.js';
+import type { ResolvedClient } from '../config/load.js';
+import { databaseUnavailable } from '../db/index.js';
 import type { RunKind } from '../db/schema.js';
 import { AppError, type ErrorBody, ErrorCode, isAppError } from '../errors.js';
-import type { FlagStore } from '../flags/store.js';
-import type { Metrics } from '../metrics/index.js';
-import type { ReportStore } from '../reports/store.js';
-import type { Sweeper } from '../retention/sweeper.js';
-import type { RunQuery } from '../runs/query.js';
-import type { StorageBackend } from '../storage/types.js';
-import type { DirectUploads } from '../uploads/direct.js';
 import { exceeds, tooLarge } from '../uploads/limits.js';
-import type { UploadPipeline } from '../uploads/pipeline.js';
 import type { ResumableEngine } from '../uploads/resumable.js';
-import type { RunStore } from '../uploads/runs.js';
 import { authenticate, secretEquals } from './auth.js';
+import type { AppContext } from './context.js';
+
+export type { AppContext } from './context.js';
+
 import { registerCors } from './cors.js';
 import { settleUnreadBody, watchBodyIdle } from './request-body.js';
 import { adminUiRoutes } from './routes/admin-ui.js';
@@ -58,28 +52,6 @@ declare module 'fastify' {
     /** Upload routes: the kind of run a refused upload is recorded as. */
     uploadKind?: RunKind;
   }
-}
-
-export interface AppContext {
-  config: ResolvedConfig;
-  db: Db;
-  runs: RunStore;
-  storage: StorageBackend;
-  pipeline: UploadPipeline;
-  /** The resumable-upload engine (chunked, tus). */
-  engine: ResumableEngine;
-  /** Direct uploads (presigned PUT, signed form key) and their telemetry. */
-  direct: DirectUploads;
-  logger: Logger;
-  instanceId: string;
-  /** Set when shutdown begins; new requests are refused with SHUTTING_DOWN. */
-  closing: { value: boolean };
-  /** Records queries, retention, reports, flags, metrics. */
-  runQuery: RunQuery;
-  sweeper: Sweeper;
-  reports: ReportStore;
-  flags: FlagStore;
-  metrics: Metrics;
 }
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, ErrorCode } from '../../errors.js';
 import { VERSION } from '../../version.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { pruneGuard } from './runs.js';
 
 /**

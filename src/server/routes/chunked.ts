@@ -5,7 +5,7 @@ import { AppError, ErrorCode } from '../../errors.js';
 import { parseSha256 } from '../../uploads/meter.js';
 import { COMPOSITE_ALGORITHM, parseMd5, type ResumableEngine } from '../../uploads/resumable.js';
 import { textSchema } from '../../validate.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { CHECKSUM_HEADER, declaredLength, formError, formParts, MULTIPART_SLACK, requireClient } from './uploads.js';
 
 interface InitBody {

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { parseReport, reportToJson } from '../../reports/store.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { requireClient } from './uploads.js';
 
 const reportProps = {

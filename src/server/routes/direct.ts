@@ -2,7 +2,7 @@ import multipart from '@fastify/multipart';
 import type { FastifyInstance } from 'fastify';
 import { AppError, ErrorCode } from '../../errors.js';
 import type { IngestResult } from '../../uploads/pipeline.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { formError, formParts, MULTIPART_SLACK, requireClient, uploadResponse } from './uploads.js';
 
 /**

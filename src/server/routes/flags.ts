@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { VERSION } from '../../version.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { requireClient } from './uploads.js';
 
 const MB = 1024 * 1024;

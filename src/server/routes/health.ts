@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { checkWritable } from '../../db/index.js';
 import { VERSION } from '../../version.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 
 type CheckResult = { status: 'ok' } | { status: 'fail'; error: string };
 

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { AppError, ErrorCode } from '../../errors.js';
 import { validateClientPath } from '../../uploads/keys.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { requireClient } from './uploads.js';
 
 export const LIST_DEFAULT_LIMIT = 1000;

@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, ErrorCode } from '../../errors.js';
 import type { ByteRange } from '../../storage/types.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { requireClient } from './uploads.js';
 
 /**

@@ -2,8 +2,8 @@ import swagger from '@fastify/swagger';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError, ErrorCode } from '../../errors.js';
 import { VERSION } from '../../version.js';
-import type { AppContext } from '../app.js';
 import { secretEquals } from '../auth.js';
+import type { AppContext } from '../context.js';
 
 export interface RegisteredRoute {
   method: string;

@@ -3,7 +3,7 @@ import { RUN_KINDS, RUN_STATUSES } from '../../db/schema.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { decodeCursor, encodeCursor, MAX_LIMIT, parseKind, parseLimit, parseStatus, parseTime, runToJson } from '../../runs/query.js';
 import { textSchema } from '../../validate.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 
 const nullableString = { type: ['string', 'null'] } as const;
 /** prune's max_age_days: up to 100 years (a larger age names a time before any record). */

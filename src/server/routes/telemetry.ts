@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { MAX_EPOCH_MS, textSchema } from '../../validate.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { requireClient } from './uploads.js';
 
 /**

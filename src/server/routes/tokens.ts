@@ -5,8 +5,8 @@ import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { loadSigningSecret } from '../../uploads/direct.js';
 import { isUploadToken, normalizeScopePrefix, UploadTokens } from '../../uploads/tokens.js';
-import type { AppContext } from '../app.js';
 import { presentedKey } from '../auth.js';
+import type { AppContext } from '../context.js';
 import { TUS_PATH } from './tus.js';
 import { requireClient } from './uploads.js';
 

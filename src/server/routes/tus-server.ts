@@ -4,7 +4,7 @@ import { AppError, ErrorCode, isAppError } from '../../errors.js';
 import { limitOf } from '../../uploads/limits.js';
 import type { ResumableEngine } from '../../uploads/resumable.js';
 import { inScope } from '../../uploads/tokens.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS, CorsPolicy } from '../cors.js';
 import { currentClient, TUS_PATH, TusError, tusContext } from './tus.js';
 

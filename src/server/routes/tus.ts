@@ -7,7 +7,7 @@ import { AppError, ErrorCode } from '../../errors.js';
 import type { BodyChecksum, ResumableEngine } from '../../uploads/resumable.js';
 import { PgAdvisoryLocks, UploadLocker } from '../../uploads/upload-locks.js';
 import { textSchema } from '../../validate.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 import { settleUnreadBody } from '../request-body.js';
 
 /** What a tus request carries into the datastore: who asks, and the PATCH's Upload-Checksum. */

@@ -4,7 +4,7 @@ import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { parseSha256 } from '../../uploads/meter.js';
 import type { IngestRequest, IngestResult } from '../../uploads/pipeline.js';
-import type { AppContext } from '../app.js';
+import type { AppContext } from '../context.js';
 
 /** Room for multipart boundaries and small fields on top of the file itself. */
 export const MULTIPART_SLACK = 1024 * 1024;
