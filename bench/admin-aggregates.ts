@@ -9,19 +9,13 @@
 // keep-alive requests; the baseline is the same figure computed by a scan of the records (the
 // GROUP BY the rollups replace), timed a few times. Prints p50/p99, the ratio, and peak RSS.
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import SQLite from 'better-sqlite3';
 import { sql } from 'kysely';
 import pg from 'pg';
-import pino from 'pino';
-import { stringify } from 'yaml';
-import { loadConfig } from '../src/config/load.js';
 import { migrate, openDatabase } from '../src/db/index.js';
-import { startServer } from '../src/server/main.js';
-import { createPgDatabase } from '../test/helpers/pg.js';
+import { ADMIN, seededGateway } from './seeded-gateway.js';
 
 const { values } = parseArgs({
   options: {
@@ -33,7 +27,6 @@ const { values } = parseArgs({
 const ROWS = Number(values.rows);
 const REQUESTS = Number(values.requests);
 const CLIENTS = 10;
-const ADMIN = 'bench-admin-token-0123456789abcdef';
 const NOW = Date.now();
 const SPAN_MS = 30 * 24 * 3600 * 1000;
 const KINDS = ['multipart', 'raw', 'chunked', 'tus', 'direct'];
@@ -146,38 +139,8 @@ interface Row {
 }
 
 async function runDb(kind: 'sqlite' | 'postgres'): Promise<{ seedSeconds: number; rows: Row[] }> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 's3up-bench-agg-'));
-  let drop: (() => Promise<void>) | undefined;
-  let url: string;
-  const t0 = performance.now();
-  if (kind === 'sqlite') {
-    url = `sqlite:${path.join(dir, 'runs.db')}`;
-    await seedSqlite(path.join(dir, 'runs.db'));
-  } else {
-    const d = await createPgDatabase();
-    drop = d.drop;
-    url = d.url;
-    await seedPg(url);
-  }
-  const seedSeconds = (performance.now() - t0) / 1000;
-  const configPath = path.join(dir, 'server.yaml');
-  writeFileSync(
-    configPath,
-    stringify({
-      server: { host: '127.0.0.1', port: 0, log_level: 'silent' },
-      storage: { backend: 'fs', fs: { root: path.join(dir, 'uploads') } },
-      database: { url },
-      admin: { token: ADMIN },
-      retention: { enabled: false },
-      feature_flags: { config_path: path.join(dir, 'flags.json') },
-      clients: Array.from({ length: CLIENTS }, (_, i) => ({
-        name: `client-${i}`,
-        api_key: `sk_bench_${randomUUID().replace(/-/g, '')}`,
-        max_file_size_mb: 100,
-      })),
-    }),
-  );
-  const server = await startServer(loadConfig({ configPath, env: {}, cwd: dir }), { logger: pino({ level: 'silent' }) });
+  const gw = await seededGateway(kind, CLIENTS, { sqlite: seedSqlite, postgres: seedPg });
+  const { server, seedSeconds } = gw;
   const db = server.ctx.db.db;
   // What the rollups replace: the same figures by scanning the records.
   const scans: Record<string, () => Promise<unknown>> = {
@@ -214,9 +177,7 @@ async function runDb(kind: 'sqlite' | 'postgres'): Promise<{ seedSeconds: number
       console.error(`${kind.padEnd(8)} ${name.padEnd(20)} p50 ${row.p50.toFixed(2)} ms  p99 ${row.p99.toFixed(2)} ms | records scan ${row.scan.toFixed(0)} ms`);
     }
   } finally {
-    await server.close(1000);
-    await drop?.();
-    rmSync(dir, { recursive: true, force: true });
+    await gw.stop();
   }
   return { seedSeconds, rows };
 }

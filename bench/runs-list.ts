@@ -5,19 +5,13 @@
 // times the same page through RunQuery.list (the SQL alone, no HTTP/JSON) as the baseline.
 // Prints p50/p99 per scenario, the ratio to the baseline, and the process's peak RSS.
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import pino from 'pino';
-import { stringify } from 'yaml';
-import { loadConfig } from '../src/config/load.js';
 import { migrate, openDatabase } from '../src/db/index.js';
 import { sqliteDriver } from '../src/db/sqlite-driver.js';
 import { type decodeCursor, type ListFilter, RunQuery } from '../src/runs/query.js';
-import { startServer } from '../src/server/main.js';
-import { createPgDatabase } from '../test/helpers/pg.js';
+import { ADMIN, seededGateway } from './seeded-gateway.js';
 
 const { values } = parseArgs({
   options: {
@@ -30,7 +24,6 @@ const { values } = parseArgs({
 const ROWS = Number(values.rows);
 const REQUESTS = Number(values.requests);
 const CLIENTS = 10;
-const ADMIN = 'bench-admin-token-0123456789abcdef';
 const BASE_TS = Date.UTC(2025, 0, 1);
 const KINDS = ['multipart', 'raw', 'chunked', 'tus', 'direct'];
 
@@ -132,41 +125,8 @@ function encode(createdAt: number, runId: string): string {
 }
 
 async function runDb(kind: 'sqlite' | 'postgres') {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 's3up-bench-runs-'));
-  let dropPg: (() => Promise<void>) | undefined;
-  let url: string;
-  const t0 = performance.now();
-  if (kind === 'sqlite') {
-    url = `sqlite:${path.join(dir, 'runs.db')}`;
-    await seedSqlite(path.join(dir, 'runs.db'));
-  } else {
-    const pgdb = await createPgDatabase();
-    dropPg = pgdb.drop;
-    url = pgdb.url;
-    await seedPg(url);
-  }
-  const seedSeconds = (performance.now() - t0) / 1000;
-  const keys: Record<string, string> = {};
-  const clients = Array.from({ length: CLIENTS }, (_, i) => {
-    const name = `client-${i}`;
-    keys[name] = `sk_bench_${randomUUID().replace(/-/g, '')}`;
-    return { name, api_key: keys[name], max_file_size_mb: 100 };
-  });
-  const configPath = path.join(dir, 'server.yaml');
-  writeFileSync(
-    configPath,
-    stringify({
-      server: { host: '127.0.0.1', port: 0, log_level: 'silent' },
-      storage: { backend: 'fs', fs: { root: path.join(dir, 'uploads') } },
-      database: { url },
-      admin: { token: ADMIN },
-      retention: { enabled: false },
-      feature_flags: { config_path: path.join(dir, 'flags.json') },
-      clients,
-    }),
-  );
-  const config = loadConfig({ configPath, env: {}, cwd: dir });
-  const server = await startServer(config, { logger: pino({ level: 'silent' }) });
+  const gw = await seededGateway(kind, CLIENTS, { sqlite: seedSqlite, postgres: seedPg });
+  const { server, keys, seedSeconds } = gw;
   const query = new RunQuery(server.ctx.db.db);
   const results = [];
   try {
@@ -232,9 +192,7 @@ async function runDb(kind: 'sqlite' | 'postgres') {
     console.error(`${kind.padEnd(8)} GET /clients: ${clientsMs.map((m) => m.toFixed(0)).join(' / ')} ms`);
     clientsTimes[kind] = Math.min(...clientsMs);
   } finally {
-    await server.close(1000);
-    await dropPg?.();
-    rmSync(dir, { recursive: true, force: true });
+    await gw.stop();
   }
   return { kind, seedSeconds, results };
 }
