@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { type ChecksumAlgorithm, COMPOSITE_ALGORITHM, ContentHasher } from '../checksum.js';
 
 export { type ChecksumAlgorithm, COMPOSITE_ALGORITHM } from '../checksum.js';
@@ -12,10 +12,25 @@ export interface FileChecksums {
   composite: string | undefined;
 }
 
-/** SHA-256 of a file and, with `chunkSize`, its composite checksum: one streamed pass. */
+/**
+ * SHA-256 of a file and, with `chunkSize`, its composite checksum: one pass
+ * through one reused buffer (a stream would allocate a buffer per read: on
+ * 20 x 50 MiB, garbage collection took 15% of push's CPU).
+ */
 export async function fileChecksums(file: string, chunkSize?: number, signal?: AbortSignal): Promise<FileChecksums> {
   const hasher = new ContentHasher(chunkSize);
-  for await (const chunk of createReadStream(file, { highWaterMark: READ_CHUNK, signal })) hasher.update(chunk as Buffer);
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    for (;;) {
+      signal?.throwIfAborted();
+      const { bytesRead } = await fh.read(buf, 0, READ_CHUNK, null);
+      if (bytesRead === 0) break;
+      hasher.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
   const { sha256, composite } = hasher.digest();
   return { size: hasher.size, sha256, composite };
 }
