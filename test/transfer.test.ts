@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { GatewayClient, GatewayError, judge, retryDelay } from '../src/client/index.js';
+import { fetchTransport, GatewayClient, GatewayError, judge, retryDelay } from '../src/client/index.js';
 import { fileChecksums, GatewayTarget, matchesRemote, S3Target, scanTree, uploadLocalFile } from '../src/transfer/index.js';
 import { bytes, MiB, sha256 } from './helpers/http.js';
 import { pgSkip } from './helpers/pg.js';
@@ -220,10 +220,10 @@ describe('uploadLocalFile through the gateway', () => {
     const counting = new GatewayClient({
       baseUrl: t.url,
       apiKey: t.keys.alice as string,
-      fetch: ((input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+      transport: fetchTransport(((input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
         if (String(input).includes('/chunk?')) chunkRequests++;
         return fetch(input, init);
-      }) as typeof fetch,
+      }) as typeof fetch),
     });
     const res = await uploadLocalFile(new GatewayTarget(counting), {
       localPath: file,

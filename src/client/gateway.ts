@@ -2,9 +2,12 @@ import { errorFromResponse, GatewayError, networkError } from './errors.js';
 import { DEFAULT_RETRY, type RetryPolicy, withRetry } from './retry.js';
 
 /**
- * The s3up client SDK: plain fetch, no Node-only imports, so the agent, the
- * bulk CLI and browser pages share it. Node file helpers live in ./node.ts.
+ * The s3up client SDK: no Node-only imports, so the agent, the bulk CLI and
+ * browser pages share it. Requests go through a `Transport` (fetch by default;
+ * Node programs pass `nodeTransport()` from ./node-transport.ts). Node file
+ * helpers live in ./node.ts.
  */
+
 /** What the client reads of an HTTP answer: a subset of the Fetch `Response`, which every transport gives. */
 export interface GatewayResponse {
   readonly ok: boolean;
@@ -38,8 +41,7 @@ export type Transport = (url: string, req: TransportRequest) => Promise<GatewayR
 export interface GatewayClientOptions {
   baseUrl: string;
   apiKey: string;
-  /** A fetch to send requests with (default: the global fetch); ignored when `transport` is given. */
-  fetch?: typeof fetch;
+  /** How requests are sent (default: `fetchTransport()`, the global fetch). */
   transport?: Transport;
   retry?: RetryPolicy;
   userAgent?: string;
@@ -178,7 +180,7 @@ export class GatewayClient {
   constructor(opts: GatewayClientOptions) {
     this.baseUrl = opts.baseUrl.replace(/\/+$/, '');
     this.apiKey = opts.apiKey;
-    this.transport = opts.transport ?? fetchTransport(opts.fetch);
+    this.transport = opts.transport ?? fetchTransport();
     this.retry = opts.retry ?? DEFAULT_RETRY;
     this.userAgent = opts.userAgent;
   }

@@ -51,8 +51,12 @@ class NodeResponse implements GatewayResponse {
     };
   }
 
+  private web: ReadableStream<Uint8Array> | undefined;
+
+  /** The body as a web stream, made on first use (downloads); the JSON answers never need it. */
   get body(): ReadableStream<Uint8Array> | null {
-    return Readable.toWeb(this.raw.body) as unknown as ReadableStream<Uint8Array>;
+    this.web ??= Readable.toWeb(this.raw.body) as unknown as ReadableStream<Uint8Array>;
+    return this.web;
   }
 
   json(): Promise<unknown> {
