@@ -5,7 +5,7 @@ import path from 'node:path';
 import picomatch from 'picomatch';
 import type { Logger } from 'pino';
 import { GatewayError } from '../client/errors.js';
-import { fetchTransport, GatewayClient } from '../client/gateway.js';
+import { GatewayClient, type Transport } from '../client/gateway.js';
 import { nodeTransport } from '../client/node-transport.js';
 import { VERSION } from '../version.js';
 import type { AgentConfig, Watch } from './config.js';
@@ -126,7 +126,7 @@ export class Agent {
   constructor(
     readonly config: AgentConfig,
     readonly log: Logger,
-    opts: { fetch?: typeof fetch } = {},
+    opts: { transport?: Transport } = {},
   ) {
     this.ledger = new Ledger(config.databasePath);
     this.client = new GatewayClient({
@@ -135,7 +135,7 @@ export class Agent {
       userAgent: `s3up-agent/${VERSION}`,
       // Quick retries inside one request; the agent's own backoff (below) takes over after them.
       retry: { attempts: config.retryAttempts, baseDelayMs: 250, maxDelayMs: Math.max(250, Math.min(config.retryDelayMs, 5_000)) },
-      transport: opts.fetch ? fetchTransport(opts.fetch) : nodeTransport(),
+      transport: opts.transport ?? nodeTransport(),
     });
     this.target = gatewayTarget(this.client);
     this.concurrency = config.concurrency ?? DEFAULT_CONCURRENCY;
@@ -392,16 +392,18 @@ export class Agent {
       });
     };
     const prefix = root === w.localPath ? '' : `${this.relOf(w, root)}/`;
-    for await (const f of scanFiles(root, {
+    for await (const found of scanFiles(root, {
       exclude: this.excludeGlobs,
       onError: (p, err) => this.log.debug({ path: p, code: err.code }, 'unreadable during scan'),
     })) {
       if (this.stopRequested()) break;
-      const rel = `${prefix}${f.relPath}`;
-      if (this.dbFiles.has(f.absPath) || this.ignored(rel)) continue;
-      if (!w.recursive && rel.includes('/')) continue;
-      batch.push({ abs: f.absPath, rel, size: f.size, mtimeMs: f.mtimeMs });
-      files++;
+      for (const f of found) {
+        const rel = `${prefix}${f.relPath}`;
+        if (this.dbFiles.has(f.absPath) || this.ignored(rel)) continue;
+        if (!w.recursive && rel.includes('/')) continue;
+        batch.push({ abs: f.absPath, rel, size: f.size, mtimeMs: f.mtimeMs });
+        files++;
+      }
       if (batch.length >= SCAN_BATCH) {
         flush();
         this.pump();

@@ -2,7 +2,7 @@ import type { GatewayClient } from '../client/gateway.js';
 import { type RetryPolicy, retryDelay } from '../client/retry.js';
 import { matchesRemote, type ReportedChecksum } from '../transfer/checksum.js';
 import { GatewayTarget } from '../transfer/gateway-target.js';
-import { type ScannedFile, scanTree } from '../transfer/scan.js';
+import { type ScannedFile, scanBatches } from '../transfer/scan.js';
 import type { TargetProgress } from '../transfer/target.js';
 import { type UploadLocalFileResult, uploadLocalFile } from '../transfer/upload.js';
 
@@ -49,12 +49,12 @@ export function matchesRemoteChecksum(localPath: string, remote: ReportedChecksu
   return matchesRemote(localPath, remote);
 }
 
-/** Every regular file under `root` (streamed; symlinks and special files skipped; `exclude` globs over the relative path). */
+/** Every regular file under `root`, a folder batch at a time (streamed; symlinks and special files skipped; `exclude` globs over the relative path). */
 export function scanFiles(
   root: string,
   opts: { exclude: readonly string[]; onError: (absPath: string, err: NodeJS.ErrnoException) => void },
-): AsyncGenerator<ScannedFile> {
-  return scanTree(root, { exclude: opts.exclude, onError: opts.onError });
+): AsyncGenerator<ScannedFile[]> {
+  return scanBatches(root, { exclude: opts.exclude, onError: opts.onError });
 }
 
 /** The agent's wait before the next attempt after `attempt` failures: full-jitter backoff, honouring Retry-After. */
