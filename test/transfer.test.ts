@@ -5,7 +5,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fetchTransport, GatewayClient, GatewayError, judge, retryDelay } from '../src/client/index.js';
-import { fileChecksums, GatewayTarget, matchesRemote, S3Target, scanTree, uploadLocalFile } from '../src/transfer/index.js';
+import {
+  type FoundFile,
+  fileChecksums,
+  GatewayTarget,
+  matchesRemote,
+  S3Target,
+  scanTree,
+  statFound,
+  uploadLocalFile,
+  walkTree,
+} from '../src/transfer/index.js';
 import { bytes, MiB, sha256 } from './helpers/http.js';
 import { pgSkip } from './helpers/pg.js';
 import { type S3rverProcess, startS3rver } from './helpers/s3rver.js';
@@ -117,6 +127,35 @@ describe('scanTree', () => {
     // The folder and the link to it are one folder: walked once, under one of its names.
     const deep = files.filter((f) => f.endsWith('y/z/deep.wav'));
     assert.equal(deep.length, 1, deep.join(', '));
+  });
+
+  it('the walk reads names only; the stat after it drops a file that vanished and reports one that changed type', async () => {
+    const dir = tmp('s3up-walk-');
+    try {
+      for (let i = 0; i < 2500; i++) write(dir, `many/f${i}.dat`, '');
+      write(dir, 'gone.dat', 'g');
+      write(dir, 'now-a-pipe.dat', 'p');
+      const found: FoundFile[] = [];
+      const sizes: number[] = [];
+      for await (const batch of walkTree(dir)) {
+        // A batch holds at most one folder's files, up to a bound (never the whole folder of 2,500).
+        sizes.push(batch.length);
+        found.push(...batch);
+      }
+      assert.equal(found.length, 2502);
+      assert.ok(Math.max(...sizes) < 2500, `batches ${sizes.join(',')}`);
+      assert.ok(!('size' in (found[0] as object)), 'the walk does not stat');
+      rmSync(path.join(dir, 'gone.dat'));
+      rmSync(path.join(dir, 'now-a-pipe.dat'));
+      execFileSync('mkfifo', [path.join(dir, 'now-a-pipe.dat')]);
+      const skipped: string[] = [];
+      const files = statFound(found, { onSkip: (p, why) => skipped.push(`${path.basename(p)}:${why}`) });
+      assert.equal(files.length, 2500);
+      assert.ok(files.every((f) => f.size === 0 && f.mtimeMs > 0 && f.relPath.startsWith('many/')));
+      assert.deepEqual(skipped, ['now-a-pipe.dat:special']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

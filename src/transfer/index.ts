@@ -9,7 +9,7 @@ export {
 } from './checksum.js';
 export { GatewayTarget } from './gateway-target.js';
 export { parseS3Url, S3Target, type S3TargetOptions } from './s3-target.js';
-export { pathFilter, type ScannedFile, type ScanOptions, scanBatches, scanTree } from './scan.js';
+export { type FoundFile, pathFilter, type ScannedFile, type ScanOptions, scanBatches, scanTree, statFound, walkTree } from './scan.js';
 export {
   judgeLocal,
   type RemoteObject,
