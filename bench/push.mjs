@@ -257,47 +257,46 @@ try {
     const q = JSON.stringify(tree);
     // Warm the dentry and inode caches the same way for every command.
     await timed('sh', ['-c', `find ${q} -type f -size +1k | wc -l`]);
-    const f = await timed('sh', ['-c', `find ${q} -type f | wc -l`]);
-    const w = await timed(process.execPath, [script, tree, 'walk']);
-    const s = await timed(process.execPath, [script, tree, 'stat']);
-    // The same work as the walk and its stats: find reading each file's size and mtime.
-    const fs = await timed('sh', ['-c', `find ${q} -type f -printf '%s %T@\\n' | wc -l`]);
-    // find's cheapest stat per file (no output per file): the floor of a scan that stats.
-    const fsz = await timed('sh', ['-c', `find ${q} -type f -size -1k | wc -l`]);
-    const counts = [w, s, f, fs, fsz].map((r) => Number(r.stdout.trim()));
-    if (counts.some((c) => c !== SCAN_N)) throw new Error(`walk, scan, find, find -printf, find -size counted ${counts.join(', ')}; expected ${SCAN_N}`);
-    rows.push({
-      case: `walk ${SCAN_N} files vs find -type f | wc -l`,
-      push_s: fmt(w.seconds, 2),
-      other_s: fmt(f.seconds, 2),
-      ratio: fmt(w.seconds / f.seconds, 2),
-      push_peak_MB: fmt(w.peakRssMB, 0),
-      target: '<= 1.5 (time), <= 200 MB',
-    });
-    rows.push({
-      case: `walk + stat ${SCAN_N} files vs find -printf size+mtime (same work)`,
-      push_s: fmt(s.seconds, 2),
-      other_s: fmt(fs.seconds, 2),
-      ratio: fmt(s.seconds / fs.seconds, 2),
-      push_peak_MB: fmt(s.peakRssMB, 0),
-      target: '(reference)',
-    });
-    rows.push({
-      case: `walk + stat ${SCAN_N} files vs find -size (stat, no output)`,
-      push_s: fmt(s.seconds, 2),
-      other_s: fmt(fsz.seconds, 2),
-      ratio: fmt(s.seconds / fsz.seconds, 2),
-      push_peak_MB: fmt(s.peakRssMB, 0),
-      target: '(reference)',
-    });
+    // Short commands: more rounds, each command in turn (a drift of the machine's speed hits every one alike).
+    const commands = {
+      walk: () => timed(process.execPath, [script, tree, 'walk']),
+      find: () => timed('sh', ['-c', `find ${q} -type f | wc -l`]),
+      scan: () => timed(process.execPath, [script, tree, 'stat']),
+      // The same work as the walk and its stats: find reading each file's size and mtime.
+      findPrintf: () => timed('sh', ['-c', `find ${q} -type f -printf '%s %T@\\n' | wc -l`]),
+      // find's cheapest stat per file (no output per file): the floor of a scan that stats.
+      findSize: () => timed('sh', ['-c', `find ${q} -type f -size -1k | wc -l`]),
+    };
+    const runs = Object.fromEntries(Object.keys(commands).map((k) => [k, []]));
+    for (let r = 0; r < Math.max(5, ROUNDS); r++) {
+      for (const [k, run] of Object.entries(commands)) {
+        const x = await run();
+        if (Number(x.stdout.trim()) !== SCAN_N) throw new Error(`${k} counted ${x.stdout.trim()}; expected ${SCAN_N}`);
+        runs[k].push(x);
+      }
+    }
+    const secs = (k) => runs[k].map((x) => x.seconds);
+    const peak = (k) => Math.max(...runs[k].map((x) => x.peakRssMB));
+    const pair = (a, b, caseName, target) => {
+      const ratios = secs(a).map((t, i) => t / secs(b)[i]);
+      rows.push({
+        case: caseName,
+        push_s: fmt(median(secs(a)), 2),
+        other_s: fmt(median(secs(b)), 2),
+        ratio: `${fmt(median(ratios), 2)}${each(ratios)}`,
+        push_peak_MB: fmt(peak(a), 0),
+        target,
+      });
+      return ratios;
+    };
+    const walkRatios = pair('walk', 'find', `walk ${SCAN_N} files vs find -type f | wc -l`, '<= 1.5 (time), <= 200 MB');
+    pair('scan', 'findPrintf', `walk + stat ${SCAN_N} files vs find -printf size+mtime (same work)`, '(reference)');
+    pair('scan', 'findSize', `walk + stat ${SCAN_N} files vs find -size (stat, no output)`, '(reference)');
     result.scan = {
-      walk: w.seconds,
-      walkPeakRssMB: w.peakRssMB,
-      scan: s.seconds,
-      scanPeakRssMB: s.peakRssMB,
-      find: f.seconds,
-      findPrintf: fs.seconds,
-      findSize: fsz.seconds,
+      ...Object.fromEntries(Object.keys(commands).map((k) => [k, secs(k)])),
+      walkRatios,
+      walkPeakRssMB: peak('walk'),
+      scanPeakRssMB: peak('scan'),
     };
     rmrf(tree);
   }
