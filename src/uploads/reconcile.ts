@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { ContentHasher } from '../checksum.js';
 import { databaseUnavailable } from '../db/index.js';
 import { type AppError, ErrorCode, isAppError } from '../errors.js';
 import type { StorageBackend } from '../storage/types.js';
@@ -129,15 +129,19 @@ export class UnrecordedSettlements {
   }
 }
 
-/** The size and SHA-256 of what the store holds at `key` (read in full), or null when it holds nothing. */
-export async function storedDigest(storage: StorageBackend, key: string): Promise<{ size: number; sha256: string } | null> {
+/**
+ * The size and SHA-256 of what the store holds at `key` (read in full), or
+ * null when it holds nothing; with `chunkSize`, also the composite over
+ * pieces of that size (a resumable upload's checksum).
+ */
+export async function storedDigest(
+  storage: StorageBackend,
+  key: string,
+  chunkSize?: number,
+): Promise<{ size: number; sha256: string; composite: string | undefined } | null> {
   const got = await storage.get(key);
   if (!got) return null;
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of got.body) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { size, sha256: hash.digest('hex') };
+  const hasher = new ContentHasher(chunkSize);
+  for await (const chunk of got.body) hasher.update(chunk as Buffer);
+  return { size: hasher.size, ...hasher.digest() };
 }

@@ -12,6 +12,7 @@ import type { MultipartCapability, StorageBackend, StoredPart } from '../storage
 import { feed, release } from './body.js';
 import { OffThreadMd5 } from './md5-worker.js';
 import type { UploadPipeline } from './pipeline.js';
+import { storedDigest } from './reconcile.js';
 import type { StoredObject } from './runs.js';
 import { inScope } from './tokens.js';
 
@@ -184,6 +185,23 @@ function md5Etag(etag: string): string | undefined {
   return m ? (m[1] as string).toLowerCase() : undefined;
 }
 
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+/** The object row of a completed session: a plain SHA-256 for up to one chunk, else the composite. */
+function objectOf(s: Session, size: number, sha256: string | null, composite: string | null): Omit<StoredObject, 'run_id' | 'uploaded_at'> {
+  return {
+    object_key: s.object_key,
+    client: s.client,
+    path: s.path,
+    size,
+    sha256: s.total_chunks === 0 ? EMPTY_SHA256 : sha256,
+    checksum: s.total_chunks === 0 ? EMPTY_SHA256 : s.total_chunks === 1 ? (sha256 as string) : (composite as string),
+    checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
+    chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
+    content_type: s.content_type,
+  };
+}
+
 /**
  * The one resumable-upload engine behind the chunked API and tus. Sessions and
  * parts live in the database (so a restart or another gateway continues an
@@ -196,6 +214,8 @@ export class ResumableEngine {
   readonly mp: MultipartCapability;
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<SweepResult> | undefined;
+  /** Sessions this gateway is completing right now. */
+  private readonly completingHere = new Set<string>();
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -566,7 +586,10 @@ export class ResumableEngine {
       this.assertWritable(again, now);
       throw new AppError(ErrorCode.CONFLICT, 'the upload changed state; retry');
     }
+    // While this gateway completes it, the session is held here; should it die, its run names it (see settleStalledCompletions).
+    this.completingHere.add(s.session_id);
     try {
+      await this.pipeline.runs.own(s.run_id, this.pipeline.owner, now);
       const parts = await this.parts(s.session_id);
       const have = new Map(parts.map((p) => [p.part_number, p]));
       const missing: number[] = [];
@@ -609,18 +632,7 @@ export class ResumableEngine {
             ordered.map((p) => ({ partNumber: p.part_number, etag: p.etag, size: p.size })),
           );
         }
-        const emptySha = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
-        const object: Omit<StoredObject, 'run_id' | 'uploaded_at'> = {
-          object_key: s.object_key,
-          client: s.client,
-          path: s.path,
-          size: total,
-          sha256: s.total_chunks === 0 ? emptySha : sha256,
-          checksum: s.total_chunks === 0 ? emptySha : s.total_chunks === 1 ? (sha256 as string) : composite,
-          checksum_algorithm: s.total_chunks <= 1 ? 'sha256' : COMPOSITE_ALGORITHM,
-          chunk_size: s.total_chunks <= 1 ? null : s.chunk_size,
-          content_type: s.content_type,
-        };
+        const object = objectOf(s, total, sha256, composite);
         try {
           await this.pipeline.commit(s.run_id, object, doneAt);
         } catch (err) {
@@ -634,32 +646,151 @@ export class ResumableEngine {
       } finally {
         release?.();
       }
-      await this.db
-        .updateTable('upload_sessions')
-        .set({
-          status: 'completed',
-          result_size: total,
-          result_checksum: composite,
-          result_etag: sha256 ? `sha256:${sha256}` : null,
-          completed_at: doneAt,
-          updated_at: doneAt,
-          tus_offset: s.file_size,
-          tus_tail: null,
-          cleanup: 'done',
-        })
-        .where('session_id', '=', s.session_id)
-        .execute();
-      await this.db.deleteFrom('upload_parts').where('session_id', '=', s.session_id).execute();
+      await this.markCompleted(s, { size: total, composite, sha256, at: doneAt });
       const done = await this.owned(client, sessionId);
       return this.resultOf(done);
     } catch (err) {
+      await this.reopen(s);
+      throw err;
+    } finally {
+      this.completingHere.delete(s.session_id);
+    }
+  }
+
+  /** The session row after its object is published and recorded; its parts' rows go. */
+  private async markCompleted(s: Session, r: { size: number; composite: string | null; sha256: string | null; at: number }): Promise<void> {
+    await this.db
+      .updateTable('upload_sessions')
+      .set({
+        status: 'completed',
+        result_size: r.size,
+        result_checksum: r.composite,
+        result_etag: r.sha256 ? `sha256:${r.sha256}` : null,
+        completed_at: r.at,
+        updated_at: r.at,
+        tus_offset: s.file_size,
+        tus_tail: null,
+        cleanup: 'done',
+      })
+      .where('session_id', '=', s.session_id)
+      .execute();
+    await this.db.deleteFrom('upload_parts').where('session_id', '=', s.session_id).execute();
+  }
+
+  /** Back to active after a completion that did not publish: the client may complete again. */
+  private async reopen(s: Session): Promise<void> {
+    await this.db
+      .updateTable('upload_sessions')
+      .set({ status: 'active', updated_at: Date.now() })
+      .where('session_id', '=', s.session_id)
+      .where('status', '=', 'completing')
+      .execute();
+  }
+
+  /**
+   * Completions nobody will finish: sessions left `completing` by a gateway
+   * that died between claiming a completion and recording it (kill -9, crash),
+   * or by this one when the database went away before the session row was
+   * written. A session is taken once its run's owner (the gateway completing
+   * it) stopped heartbeating, or is this gateway and no completion here holds
+   * it; each is settled under the key's publish lock, from the records first
+   * and then from the store:
+   * - its run succeeded: the publish was recorded, only the session row is
+   *   behind: it is completed;
+   * - the store holds, at its key, exactly the bytes its parts add up to (size
+   *   and composite checksum, read from the store): the store assembled it
+   *   before the record could be written: the run succeeds with that object and
+   *   the session is completed;
+   * - otherwise nothing was published: the session is active again and its
+   *   parts are still in the store, so the client's next complete assembles it
+   *   (an expired one is then expired by the next sweep);
+   * - its run was settled another way (failed): the session is aborted with it.
+   * Returns how many sessions were settled.
+   */
+  async settleStalledCompletions(aliveSince: number, now = Date.now()): Promise<number> {
+    const own = this.pipeline.owner;
+    const stalled = await this.db
+      .selectFrom('upload_sessions')
+      .leftJoin('runs', 'runs.run_id', 'upload_sessions.run_id')
+      .selectAll('upload_sessions')
+      .where('upload_sessions.status', '=', 'completing')
+      .where('upload_sessions.updated_at', '<', aliveSince)
+      .where((eb) =>
+        eb.or([
+          eb('runs.owner', 'is', null),
+          ...(own === null ? [] : [eb('runs.owner', '=', own)]),
+          eb.not(eb.exists(eb.selectFrom('heartbeat').select('id').whereRef('heartbeat.id', '=', 'runs.owner').where('heartbeat.at', '>=', aliveSince))),
+        ]),
+      )
+      .limit(100)
+      .execute();
+    let settled = 0;
+    for (const s of stalled) {
+      if (this.completingHere.has(s.session_id)) continue;
+      try {
+        const outcome = await this.settleStalled(s, now);
+        if (outcome === 'skipped') continue;
+        settled++;
+        this.opts.logger?.warn({ session_id: s.session_id, run_id: s.run_id, outcome }, 'settled a completion its gateway did not finish');
+      } catch (err) {
+        // The store or the database is away: the next sweep tries again.
+        this.opts.logger?.warn({ err, session_id: s.session_id }, 'could not settle a stalled completion yet');
+      }
+    }
+    return settled;
+  }
+
+  private async settleStalled(stale: Session, now: number): Promise<'completed' | 'published' | 'reopened' | 'aborted' | 'skipped'> {
+    const release = await this.pipeline.keyLocks.acquire(stale.object_key);
+    try {
+      const s = await this.db.selectFrom('upload_sessions').selectAll().where('session_id', '=', stale.session_id).executeTakeFirst();
+      if (s?.status !== 'completing' || this.completingHere.has(stale.session_id)) return 'skipped';
+      const parts = await this.parts(s.session_id);
+      const whole = parts.length === s.total_chunks && parts.every((p, i) => p.part_number === i + 1 && p.size === this.expectedPartSize(s, i + 1));
+      const composite = whole ? compositeChecksum(parts.map((p) => p.sha256)) : null;
+      const sha256 = whole && s.total_chunks === 1 ? (parts[0] as PartRow).sha256 : null;
+      const run = await this.pipeline.runs.get(s.run_id);
+      if (run?.status === 'succeeded') {
+        // The parts' rows may be gone already; the object row of this run has the checksums then.
+        const row = composite === null ? await this.pipeline.runs.objectAt(s.object_key) : undefined;
+        const mine = row?.run_id === s.run_id ? row : undefined;
+        const recorded =
+          composite ??
+          (mine === undefined
+            ? null
+            : mine.checksum_algorithm === COMPOSITE_ALGORITHM
+              ? mine.checksum
+              : compositeChecksum(s.total_chunks === 0 || mine.sha256 === null ? [] : [mine.sha256]));
+        await this.markCompleted(s, {
+          size: run.size ?? s.file_size,
+          composite: recorded,
+          sha256: sha256 ?? (s.total_chunks === 1 ? (mine?.sha256 ?? null) : null),
+          at: run.finished_at ?? now,
+        });
+        return 'completed';
+      }
+      if (run?.status === 'processing') {
+        if (whole && composite !== null) {
+          const stored = await storedDigest(this.storage, s.object_key, s.chunk_size);
+          if (stored && stored.size === s.file_size && stored.composite === composite) {
+            await this.pipeline.commit(s.run_id, objectOf(s, stored.size, sha256, composite), now);
+            await this.markCompleted(s, { size: stored.size, composite, sha256, at: now });
+            return 'published';
+          }
+        }
+        await this.reopen(s);
+        return 'reopened';
+      }
       await this.db
         .updateTable('upload_sessions')
-        .set({ status: 'active', updated_at: Date.now() })
+        .set({ status: 'aborted', error_code: run?.error_code ?? ErrorCode.UPLOAD_ABORTED, updated_at: now, tus_tail: null })
         .where('session_id', '=', s.session_id)
         .where('status', '=', 'completing')
         .execute();
-      throw err;
+      await this.cleanup(s, now);
+      return 'aborted';
+    } finally {
+      release();
     }
   }
 

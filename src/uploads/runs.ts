@@ -116,6 +116,12 @@ export class RunStore {
     return run;
   }
 
+  /** Name the gateway now working on an open run (a resumable upload's completion): should it die, the sweeper knows whose it was. */
+  async own(runId: string, owner: string | null, now = Date.now()): Promise<void> {
+    if (owner === null) return;
+    await this.write((db) => db.updateTable('runs').set({ owner, updated_at: now }).where('run_id', '=', runId).where('status', '=', 'processing').execute());
+  }
+
   async get(runId: string): Promise<Run | undefined> {
     return this.db.selectFrom('runs').selectAll().where('run_id', '=', runId).executeTakeFirst();
   }

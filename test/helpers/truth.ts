@@ -16,7 +16,8 @@ import type { S3rverProcess } from './s3rver.js';
  *   SHA-256, or the composite over its chunk size) match the stored bytes, and
  *   whose run is `succeeded` for that key;
  * - every `objects` row names an object the store holds;
- * - no run is left open (`queued` or `processing`), unless the caller lists it.
+ * - no run is left open (`queued` or `processing`), unless the caller lists it,
+ *   and no resumable upload is left `completing`.
  * And "no byte acknowledged is lost": every upload answered 2xx is stored
  * byte-exact (or was replaced by a later acknowledged upload of the same key).
  */
@@ -103,14 +104,18 @@ export async function storedObjects(store: Store): Promise<StoredObject[]> {
 }
 
 /** The `objects` rows and every run, read from the database the gateway used. */
-export async function records(databaseUrl: string): Promise<{ rows: ObjectRow[]; runs: RunRow[] }> {
+export async function records(
+  databaseUrl: string,
+): Promise<{ rows: ObjectRow[]; runs: RunRow[]; completing: Array<{ session_id: string; object_key: string; run_id: string }> }> {
   const db = await openDatabase(databaseUrl);
   try {
     const rows = await db.db.selectFrom('objects').select(['object_key', 'size', 'sha256', 'checksum', 'checksum_algorithm', 'chunk_size', 'run_id']).execute();
     const runs = await db.db.selectFrom('runs').select(['run_id', 'status', 'object_key', 'sha256', 'size', 'error_code']).execute();
+    const completing = await db.db.selectFrom('upload_sessions').select(['session_id', 'object_key', 'run_id']).where('status', '=', 'completing').execute();
     return {
       rows: rows.map((r) => ({ ...r, size: Number(r.size), chunk_size: r.chunk_size === null ? null : Number(r.chunk_size) })),
       runs: runs.map((r) => ({ ...r, size: r.size === null ? null : Number(r.size) })),
+      completing,
     };
   } finally {
     await db.close();
@@ -128,7 +133,7 @@ export interface TruthOptions {
  */
 export async function assertRecordsTellTheTruth(store: Store, databaseUrl: string, opts: TruthOptions = {}): Promise<Truth> {
   const objects = await storedObjects(store);
-  const { rows, runs } = await records(databaseUrl);
+  const { rows, runs, completing } = await records(databaseUrl);
   const rowByKey = new Map(rows.map((r) => [r.object_key, r]));
   const runById = new Map(runs.map((r) => [r.run_id, r]));
   const problems: string[] = [];
@@ -155,6 +160,8 @@ export async function assertRecordsTellTheTruth(store: Store, databaseUrl: strin
   for (const r of runs) {
     if ((r.status === 'processing' || r.status === 'queued') && !allowed.has(r.run_id)) problems.push(`run ${r.run_id} (${r.object_key}) is still ${r.status}`);
   }
+  // A completion is a moment, not a state: no session stays claimed once its gateway is gone.
+  for (const c of completing) if (!allowed.has(c.run_id)) problems.push(`session ${c.session_id} (${c.object_key}) is still completing`);
   assert.deepEqual(problems, [], `records that do not tell the truth:\n${problems.join('\n')}`);
   return { objects, rows, runs };
 }
