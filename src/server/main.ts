@@ -14,10 +14,12 @@ import { FsStorage } from '../storage/fs.js';
 import { openStorage } from '../storage/index.js';
 import type { StorageBackend } from '../storage/types.js';
 import { DirectUploads, signingSecret } from '../uploads/direct.js';
+import { KeyLocks } from '../uploads/key-locks.js';
 import { orphanedRunsTask } from '../uploads/orphans.js';
 import { type UploadObserver, UploadPipeline } from '../uploads/pipeline.js';
 import { ResumableEngine } from '../uploads/resumable.js';
 import { RunStore } from '../uploads/runs.js';
+import { PgAdvisoryLocks } from '../uploads/upload-locks.js';
 import { VERSION } from '../version.js';
 import { type AppContext, buildApp } from './app.js';
 
@@ -132,7 +134,14 @@ export async function createGateway(config: ResolvedConfig, opts: { logger?: Log
   }
   const store = storage;
   const runs = new RunStore(db.db, db.dialect === 'sqlite' ? new WriteBatcher(db.db) : undefined);
-  const pipeline = new UploadPipeline(store, runs, config.storage.pathPrefix);
+  // Gateways sharing a PostgreSQL database publish a key one at a time across all of them.
+  const keyLocks =
+    db.dialect === 'postgres'
+      ? new KeyLocks(new PgAdvisoryLocks(config.databaseUrl, 's3up-publish-locks'), (err) =>
+          logger.warn({ err }, 'publish lock shared by the gateways not taken (database unavailable): ordered in this gateway only'),
+        )
+      : new KeyLocks();
+  const pipeline = new UploadPipeline(store, runs, config.storage.pathPrefix, keyLocks);
   const instanceId = randomUUID();
   pipeline.owner = instanceId;
   if (store instanceof FsStorage) store.owner = instanceId;
@@ -155,6 +164,7 @@ export async function createGateway(config: ResolvedConfig, opts: { logger?: Log
         await Promise.race([pipeline.unrecorded.retry().catch(() => 0), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
       }
       pipeline.unrecorded.stop();
+      await pipeline.keyLocks.close().catch(() => {});
       await engine.stop();
       await store.close();
       await db.close();

@@ -1,29 +1,109 @@
 /**
- * One publish at a time per storage key in this process: the lock is taken
- * once an upload is verified, held while the store makes it visible and while
- * its object row is written, so the rows of a key follow the order of its
- * publishes (two uploads racing on one key can never leave the record of one
- * describing the bytes of the other).
+ * Locks shared by every gateway on one database (PostgreSQL advisory locks,
+ * see PgAdvisoryLocks), as KeyLocks uses them.
+ */
+export interface SharedLocks {
+  /** True when the lock was taken; false when another holds it. Throws when the database is unreachable. */
+  tryLock(id: string): Promise<boolean>;
+  unlock(id: string): Promise<void>;
+  /** Called when any gateway lets go of a lock (a hint: waiters poll too). */
+  onUnlocked(fn: (id: string) => void): void;
+  close(): Promise<void>;
+}
+
+/** How often a waiter tries a shared lock again when no unlock notice woke it. */
+const SHARED_POLL_MS = 100;
+
+/**
+ * One publish at a time per storage key: the lock is taken once an upload is
+ * verified, held while the store makes it visible and while its object row is
+ * written, so the rows of a key follow the order of its publishes (two uploads
+ * racing on one key can never leave the record of one describing the bytes of
+ * the other).
+ *
+ * In this process the holders of a key queue in memory. Gateways that share a
+ * PostgreSQL database also take the key's advisory lock (`shared`), so the
+ * order holds across gateways. While the database cannot be reached the
+ * shared lock is skipped: such a publish cannot be recorded either, its record
+ * is owed (see UnrecordedSettlements), and the in-process order still holds.
  */
 export class KeyLocks {
   private readonly tails = new Map<string, Promise<void>>();
+  private readonly waiters = new Map<string, Set<() => void>>();
+
+  constructor(
+    private readonly shared?: SharedLocks,
+    private readonly onSharedUnavailable?: (err: unknown) => void,
+  ) {
+    shared?.onUnlocked((id) => this.wake(id));
+  }
 
   /** Wait for the key; resolves with the function that releases it (idempotent). */
   async acquire(key: string): Promise<() => void> {
     const previous = this.tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
+    let releaseLocal!: () => void;
     const mine = new Promise<void>((resolve) => {
-      release = resolve;
+      releaseLocal = resolve;
     });
     const tail = previous.then(() => mine);
     this.tails.set(key, tail);
     await previous;
+    const local = () => {
+      releaseLocal();
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    };
+    const id = `publish:${key}`;
+    const sharedHeld = this.shared ? await this.takeShared(id) : false;
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      release();
-      if (this.tails.get(key) === tail) this.tails.delete(key);
+      if (!sharedHeld || !this.shared) return local();
+      // The next holder in this process waits for the shared unlock (one connection, in order).
+      this.shared
+        .unlock(id)
+        .catch(() => {})
+        .finally(local);
     };
+  }
+
+  async close(): Promise<void> {
+    await this.shared?.close();
+  }
+
+  /** Take the shared lock of `id`, waiting while another gateway holds it; false when the database is away. */
+  private async takeShared(id: string): Promise<boolean> {
+    const shared = this.shared as SharedLocks;
+    try {
+      while (!(await shared.tryLock(id))) await this.waitFor(id);
+      return true;
+    } catch (err) {
+      this.onSharedUnavailable?.(err);
+      return false;
+    }
+  }
+
+  private waitFor(id: string): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let set = this.waiters.get(id);
+      if (!set) {
+        set = new Set();
+        this.waiters.set(id, set);
+      }
+      const done = (): void => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (set.size === 0 && this.waiters.get(id) === set) this.waiters.delete(id);
+        resolve();
+      };
+      const timer = setTimeout(done, SHARED_POLL_MS);
+      set.add(done);
+    });
+  }
+
+  private wake(id: string): void {
+    const set = this.waiters.get(id);
+    if (!set) return;
+    for (const fn of [...set]) fn();
   }
 }

@@ -127,8 +127,8 @@ export class UploadPipeline {
   private readonly observers: UploadObserver[] = [];
   /** The gateway instance streaming this pipeline's uploads (recorded on their runs; see RunStore.orphans). */
   owner: string | null = null;
-  /** Publishes of one key, one at a time (with their object rows). */
-  readonly keyLocks = new KeyLocks();
+  /** Publishes of one key, one at a time (with their object rows); across gateways when given shared locks. */
+  readonly keyLocks: KeyLocks;
   /** Settlements this gateway could not record (database unavailable), retried until written. */
   readonly unrecorded: UnrecordedSettlements;
   /** Runs a request of this gateway is streaming now. */
@@ -138,7 +138,9 @@ export class UploadPipeline {
     readonly storage: StorageBackend,
     readonly runs: RunStore,
     readonly pathPrefix: string,
+    keyLocks: KeyLocks = new KeyLocks(),
   ) {
+    this.keyLocks = keyLocks;
     this.unrecorded = new UnrecordedSettlements(
       {
         commit: (runId, object) => this.commit(runId, object),

@@ -167,7 +167,10 @@ export class PgAdvisoryLocks {
   private lostHandler: ((ids: string[]) => void) | undefined;
   private closed = false;
 
-  constructor(private readonly url: string) {}
+  constructor(
+    private readonly url: string,
+    private readonly applicationName = 's3up-upload-locks',
+  ) {}
 
   onReleaseRequested(fn: (id: string) => void): void {
     this.releaseHandler = fn;
@@ -186,7 +189,7 @@ export class PgAdvisoryLocks {
     if (this.closed) return Promise.reject(new AppError(ErrorCode.SHUTTING_DOWN, 'the gateway is shutting down'));
     this.client ??= (async () => {
       const { default: pgm } = await import('pg');
-      const c = new pgm.Client({ connectionString: this.url, application_name: 's3up-upload-locks' });
+      const c = new pgm.Client({ connectionString: this.url, application_name: this.applicationName });
       let gone = false;
       const lost = (): void => {
         if (gone) return;
