@@ -7,6 +7,7 @@
 //   npm run bench -- large --size 64m --rounds 1     quick check while developing
 //   npm run bench -- small --count 2000 --warmup 200
 //   npm run bench -- s3 --size 256m
+//   npm run bench -- small --database-url postgres://...   the gateway on that (empty) PostgreSQL database
 //   --cpu-prof DIR   run the gateway under `node --cpu-prof` and write the profile to DIR
 //   --log-level L    the gateway's server.log_level (default warn: per-request logs are not measured)
 //   --json           print the raw results as JSON at the end
@@ -34,6 +35,7 @@ const { values, positionals } = parseArgs({
     'log-level': { type: 'string', default: 'warn' },
     json: { type: 'boolean', default: false },
     'no-build': { type: 'boolean', default: false },
+    'database-url': { type: 'string' },
   },
 });
 
@@ -77,7 +79,14 @@ for (const name of names) {
     results.large = await runLarge({ size, rounds: num(values.rounds), big: values['4g'] ? 4 * GiB : false, cpuProf, logLevel });
     rows.push(...largeRows(results.large));
   } else if (name === 'small') {
-    results.small = await runSmall({ count: num(values.count), warmup: num(values.warmup), concurrency: num(values.concurrency), cpuProf, logLevel });
+    results.small = await runSmall({
+      count: num(values.count),
+      warmup: num(values.warmup),
+      concurrency: num(values.concurrency),
+      cpuProf,
+      logLevel,
+      ...(values['database-url'] ? { gatewayEnv: { DATABASE_URL: values['database-url'] } } : {}),
+    });
     rows.push(...smallRows(results.small));
   } else if (name === 's3') {
     results.s3 = await runS3({ size, rounds: num(values.rounds), cpuProf, logLevel });

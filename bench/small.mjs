@@ -10,7 +10,7 @@ import { benchTmp, fmt, rmrf, runJson, startBaseline, startGateway, syncDisks } 
 const LOADGEN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'loadgen.mjs');
 
 /**
- * @param {{ count?: number, warmup?: number, concurrency?: number, size?: number, cpuProf?: string }} opts
+ * @param {{ count?: number, warmup?: number, concurrency?: number, size?: number, cpuProf?: string, logLevel?: string, gatewayEnv?: Record<string, string> }} opts
  */
 export async function runSmall(opts = {}) {
   const count = opts.count ?? 20_000;
@@ -43,6 +43,7 @@ export async function runSmall(opts = {}) {
       return r;
     };
     const result = {
+      database: opts.gatewayEnv?.DATABASE_URL?.startsWith('postgres') ? 'postgresql' : 'sqlite',
       count,
       warmup,
       concurrency,
@@ -65,7 +66,7 @@ export function smallRows(r) {
   const lat = (x) => `p50 ${fmt(x.p50, 1)} / p99 ${fmt(x.p99, 1)} ms`;
   return [
     {
-      benchmark: `small ${r.size / 1024} KiB x ${r.count}, c=${r.concurrency}, fs+sqlite`,
+      benchmark: `small ${r.size / 1024} KiB x ${r.count}, c=${r.concurrency}, fs+${r.database}`,
       figure: `${fmt(g.perSecond, 0)} uploads/s, ${lat(g)}`,
       baseline: `${fmt(r.baseline.perSecond, 0)}/s ${lat(r.baseline)} (no fsync); ${fmt(r.baselineFsync.perSecond, 0)}/s ${lat(r.baselineFsync)} (fsync); ${fmt(r.baselinePublish.perSecond, 0)}/s ${lat(r.baselinePublish)} (publish)`,
       'CPU ms/upload': `${fmt(g.cpuMsPerUpload, 2)} vs ${fmt(r.baseline.cpuMsPerUpload, 2)} / ${fmt(r.baselineFsync.cpuMsPerUpload, 2)} / ${fmt(r.baselinePublish.cpuMsPerUpload, 2)}`,

@@ -241,8 +241,8 @@ export class PgAdvisoryLocks {
     const c = await this.client;
     if (!c) return;
     try {
-      await c.query('SELECT pg_advisory_unlock($1::bigint)', [advisoryKey(id)]);
-      await c.query('SELECT pg_notify($1, $2)', [UNLOCKED_CHANNEL, id]);
+      // One round trip: unlock, then tell the waiters (in this order, within the statement).
+      await c.query('SELECT pg_advisory_unlock($1::bigint), pg_notify($2, $3)', [advisoryKey(id), UNLOCKED_CHANNEL, id]);
     } catch {
       // The connection went: so did the lock.
     }
