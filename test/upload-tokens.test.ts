@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as tus from 'tus-js-client';
-import { ADMIN_TOKEN, startTestServer, type TestServer } from './helpers/server.js';
+import { createPgDatabase, pgSkip } from './helpers/pg.js';
+import { ADMIN_TOKEN, newKey, startTestServer, type TestServer } from './helpers/server.js';
 
 const SITE = 'https://app.example.com';
 const OTHER_SITE = 'https://evil.example.net';
@@ -154,6 +155,10 @@ describe('upload tokens', () => {
     assert.equal(((await bobSees.json()) as { exists: boolean }).exists, false);
   });
 
+  test('a token revoked by its client is refused at once, mid-upload too; another client cannot revoke it', async () => {
+    await revocationScenario(ts, ts);
+  });
+
   test('telemetry upload_complete from a token is checked against what is stored', async () => {
     const token = String((await issue(ts, 'alice', { path_prefix: 'users/42' })).json.token);
     await fetch(`${ts.url}/objects/users/42/t.txt`, { method: 'PUT', headers: bearer(token), body: '12345' });
@@ -273,5 +278,80 @@ describe('CORS: one policy for every route and its refusals', () => {
     const admin = await fetch(`${ts.url}/clients`, { headers: { 'x-admin-token': ADMIN_TOKEN, origin: SITE } });
     assert.equal(admin.status, 200);
     assert.equal(admin.headers.get('access-control-allow-origin'), null);
+  });
+});
+
+/**
+ * Revocation as a client sees it, issued and revoked through `a`, used through
+ * `b` (the same gateway, or another on the same database).
+ */
+async function revocationScenario(a: TestServer, b: TestServer): Promise<void> {
+  const issued = await issue(a, 'alice', { path_prefix: 'rev' });
+  const token = String(issued.json.token);
+  const id = String(issued.json.token_id);
+  assert.match(id, /^[0-9a-f-]{36}$/);
+  const other = String((await issue(a, 'alice', { path_prefix: 'rev' })).json.token);
+  const revoke = (g: TestServer, headers: Record<string, string>, tokenId: string) => fetch(`${g.url}/tokens/${tokenId}`, { method: 'DELETE', headers });
+  // A tus upload under way with the token.
+  const created = await fetch(`${b.url}/tus/`, {
+    method: 'POST',
+    headers: { ...bearer(token), 'tus-resumable': '1.0.0', 'upload-length': '2000', 'upload-metadata': `path ${Buffer.from('rev/t.bin').toString('base64')}` },
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  const location = new URL(String(created.headers.get('location')), b.url).toString();
+  const patch = (offset: number, body: Buffer) =>
+    fetch(location, {
+      method: 'PATCH',
+      headers: { ...bearer(token), 'tus-resumable': '1.0.0', 'upload-offset': String(offset), 'content-type': 'application/offset+octet-stream' },
+      body,
+    });
+  assert.equal((await patch(0, Buffer.alloc(1000, 1))).status, 204);
+  // Another client naming this id revokes nothing of alice's (and learns nothing: the same answer).
+  const bobs = await revoke(a, a.auth('bob'), id);
+  assert.equal(bobs.status, 200);
+  assert.equal((await fetch(`${b.url}/objects/rev/still.txt`, { method: 'PUT', headers: bearer(token), body: 'ok' })).status, 200);
+  // A token cannot revoke; an id that is not one is refused.
+  assert.equal((await revoke(a, bearer(other), id)).status, 403);
+  assert.equal((await revoke(a, a.auth('alice'), 'not-a-token-id')).status, 400);
+  // Alice revokes it (twice: the same answer).
+  for (let i = 0; i < 2; i++) {
+    const res = await revoke(a, a.auth('alice'), id);
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { token_id: string; revoked: boolean; revoked_until: string };
+    assert.equal(body.token_id, id);
+    assert.equal(body.revoked, true);
+    assert.ok(Date.parse(body.revoked_until) > Date.now());
+  }
+  const refused = await fetch(`${b.url}/objects/rev/after.txt`, { method: 'PUT', headers: bearer(token), body: 'no' });
+  assert.equal(refused.status, 401);
+  const why = (await refused.json()) as { error_code: string; message: string };
+  assert.equal(why.error_code, 'UNAUTHORIZED');
+  assert.match(why.message, /revoked/);
+  const late = await patch(1000, Buffer.alloc(1000, 2));
+  assert.equal(late.status, 401, 'the upload under way stops with its token');
+  // The client's other tokens and its key are untouched.
+  assert.equal((await fetch(`${b.url}/objects/rev/other.txt`, { method: 'PUT', headers: bearer(other), body: 'yes' })).status, 200);
+  assert.equal((await fetch(`${b.url}/objects/rev/key.txt`, { method: 'PUT', headers: b.auth('alice'), body: 'key' })).status, 200);
+}
+
+describe('upload token revocation across gateways (PostgreSQL)', { skip: pgSkip }, () => {
+  test('revoked through one gateway, refused by the other', async () => {
+    const db = await createPgDatabase();
+    // The same clients, keys and token secret on both gateways.
+    const keys = { alice: newKey(), bob: newKey() };
+    const extra = {
+      uploads: { token_secret: 'a-token-secret-both-gateways-share-0123456789' },
+      clients: Object.entries(keys).map(([name, api_key]) => ({ name, api_key, max_file_size_mb: 100 })),
+    };
+    const a = await startTestServer({ databaseUrl: db.url, extra });
+    const b = await startTestServer({ databaseUrl: db.url, extra });
+    const auth = (client: string) => bearer(keys[client as keyof typeof keys]);
+    try {
+      await revocationScenario({ ...a, auth }, { ...b, auth });
+    } finally {
+      await b.stop();
+      await a.stop();
+      await db.drop();
+    }
   });
 });

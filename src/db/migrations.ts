@@ -307,6 +307,23 @@ const migrations: Record<string, Migration> = {
       await db.schema.dropTable('run_stats').execute();
     },
   },
+  // Upload tokens revoked before their expiry (by id); kept until they would have expired.
+  '0008_revoked_tokens': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('revoked_tokens')
+        .addColumn('token_id', 'text', (c) => c.notNull())
+        .addColumn('client', 'text', (c) => c.notNull())
+        .addColumn('revoked_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('revoked_tokens_pk', ['token_id', 'client'])
+        .execute();
+      await db.schema.createIndex('revoked_tokens_expires').on('revoked_tokens').column('expires_at').execute();
+    },
+    async down(db: Kysely<unknown>) {
+      await db.schema.dropTable('revoked_tokens').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -168,7 +168,16 @@ export interface ClientStorageTable {
   bytes: number;
 }
 
+/** An upload token revoked before its expiry; the row goes once the token would have expired. */
+export interface RevokedTokensTable {
+  token_id: string;
+  client: string;
+  revoked_at: Millis;
+  expires_at: Millis;
+}
+
 export interface Database {
+  revoked_tokens: RevokedTokensTable;
   run_stats: RunStatsTable;
   client_storage: ClientStorageTable;
   objects: ObjectsTable;

@@ -4,6 +4,7 @@ import type { ResolvedConfig } from '../config/load.js';
 import type { Database } from '../db/schema.js';
 import { RunQuery } from '../runs/query.js';
 import type { StorageBackend } from '../storage/types.js';
+import { DbRevocations } from '../uploads/token-revocations.js';
 import { Sweeper, type SweeperMetrics } from './sweeper.js';
 
 export type { SweepReport, SweepTask, SweepTaskContext, SweepTaskResult } from './sweeper.js';
@@ -41,5 +42,14 @@ export function createSweeper(deps: SweeperDeps): Sweeper {
       },
     });
   }
+  const revocations = new DbRevocations(deps.db);
+  sweeper.addTask({
+    name: 'prune-revoked-tokens',
+    async run({ dryRun, now }) {
+      if (dryRun) return { removed: 0, items: ['would forget the revocations of upload tokens that have expired anyway'] };
+      const n = await revocations.prune(now);
+      return { removed: n, items: [`forgot ${n} revocation(s) of expired upload tokens`] };
+    },
+  });
   return sweeper;
 }

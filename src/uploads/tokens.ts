@@ -63,11 +63,35 @@ export function checkScope(client: ResolvedClient, path: string): void {
   }
 }
 
+/** Where revoked token ids are kept (the database, shared by the gateways). */
+export interface RevocationStore {
+  revoke(tokenId: string, client: string, expiresAt: number, now: number): Promise<void>;
+  isRevoked(tokenId: string, client: string): Promise<boolean>;
+}
+
+/** Token ids are UUIDs (randomUUID at issue). */
+const TOKEN_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 export class UploadTokens {
   constructor(
     private readonly secret: () => Promise<Buffer>,
     readonly maxTtlSeconds: number,
+    private readonly revocations?: RevocationStore,
   ) {}
+
+  /**
+   * Revoke a token of `client` by its id (returned when it was issued): from
+   * now on every gateway refuses it. Tokens are not stored when issued, so an
+   * id is taken as given; a revocation only ever applies to the client that
+   * made it, and lasts as long as any token could live.
+   */
+  async revoke(client: ResolvedClient, tokenId: string, now = Date.now()): Promise<{ token_id: string; revoked_until: number }> {
+    if (!TOKEN_ID_RE.test(tokenId)) throw new AppError(ErrorCode.INVALID_REQUEST, 'token_id must be the id returned when the token was issued (a UUID)');
+    if (!this.revocations) throw new AppError(ErrorCode.INTERNAL, 'token revocation is not available');
+    const until = now + this.maxTtlSeconds * 1000;
+    await this.revocations.revoke(tokenId, client.name, until, now);
+    return { token_id: tokenId, revoked_until: until };
+  }
 
   async issue(client: ResolvedClient, req: { pathPrefix: string; maxSize?: number | undefined; ttlSeconds?: number | undefined }, now = Date.now()) {
     const ttl = req.ttlSeconds ?? Math.min(3600, this.maxTtlSeconds);
@@ -85,8 +109,8 @@ export class UploadTokens {
   }
 
   /**
-   * Check a presented token: signature (constant time), expiry, and that its
-   * client is still configured. Returns that client narrowed to the token's
+   * Check a presented token: signature (constant time), expiry, that its
+   * client is still configured, and that it was not revoked. Returns that client narrowed to the token's
    * scope: its size limit lowered to the token's, its paths fenced to the prefix.
    */
   async verify(clients: readonly ResolvedClient[], token: string, now = Date.now()): Promise<{ client: ResolvedClient; claims: TokenClaims }> {
@@ -110,6 +134,9 @@ export class UploadTokens {
     if (claims.e <= now) throw new AppError(ErrorCode.UNAUTHORIZED, 'upload token expired: ask for a new one');
     const base = clients.find((c) => c.name === claims.c);
     if (!base) throw invalid();
+    if (typeof claims.i === 'string' && (await this.revocations?.isRevoked(claims.i, claims.c))) {
+      throw new AppError(ErrorCode.UNAUTHORIZED, 'upload token revoked: ask for a new one');
+    }
     return { client: { ...base, maxFileSize: Math.min(base.maxFileSize, claims.m), pathScope: claims.p }, claims };
   }
 }

@@ -4,10 +4,11 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import { loadSigningSecret } from '../../uploads/direct.js';
+import { DbRevocations } from '../../uploads/token-revocations.js';
 import { isUploadToken, normalizeScopePrefix, UploadTokens } from '../../uploads/tokens.js';
 import { presentedKey } from '../auth.js';
 import type { AppContext } from '../context.js';
-import { TUS_PATH } from './tus.js';
+import { TUS_PATH } from './tus-context.js';
 import { requireClient } from './uploads.js';
 
 /**
@@ -42,7 +43,7 @@ export function uploadTokens(ctx: AppContext): UploadTokens {
             : Promise.resolve(u.direct_signing_secret !== '' ? derive(Buffer.from(u.direct_signing_secret)) : randomBytes(32));
       return secret;
     };
-    svc = new UploadTokens(get, u.token_max_ttl_seconds);
+    svc = new UploadTokens(get, u.token_max_ttl_seconds, new DbRevocations(ctx.db.db));
     services.set(ctx, svc);
   }
   return svc;
@@ -84,6 +85,7 @@ export async function tokenRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
             type: 'object',
             properties: {
               token: { type: 'string' },
+              token_id: { type: 'string', description: 'what DELETE /tokens/{token_id} revokes it by' },
               client: { type: 'string' },
               path_prefix: { type: 'string' },
               max_size_bytes: { type: 'integer' },
@@ -109,6 +111,7 @@ export async function tokenRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
       request.log.info({ token_id: claims.i, client: client.name, path_prefix: claims.p, expires_at: claims.e }, 'upload token issued');
       return {
         token,
+        token_id: claims.i,
         client: client.name,
         path_prefix: claims.p,
         max_size_bytes: claims.m,
@@ -116,6 +119,36 @@ export async function tokenRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
         tus_endpoint: `${TUS_PATH}/`,
         upload_page: '/upload',
       };
+    },
+  );
+
+  app.delete(
+    '/tokens/:token_id',
+    {
+      config: { auth: 'client' },
+      schema: {
+        summary: 'Revoke an upload token of this client by its id: every gateway refuses it from now on',
+        tags: ['uploads'],
+        params: { type: 'object', properties: { token_id: { type: 'string', maxLength: 64 } }, required: ['token_id'] },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              token_id: { type: 'string' },
+              revoked: { type: 'boolean' },
+              revoked_until: { type: 'string', description: 'the revocation is kept until any token issued before it has expired' },
+            },
+          },
+        },
+      },
+    },
+    async (request) => {
+      const client = requireClient(request);
+      if (client.pathScope !== undefined) throw new AppError(ErrorCode.FORBIDDEN, 'an upload token cannot revoke tokens');
+      const { token_id } = request.params as { token_id: string };
+      const r = await uploadTokens(ctx).revoke(client, token_id);
+      request.log.info({ token_id, client: client.name }, 'upload token revoked');
+      return { token_id: r.token_id, revoked: true, revoked_until: new Date(r.revoked_until).toISOString() };
     },
   );
 }

@@ -6,7 +6,7 @@ import type { ResumableEngine } from '../../uploads/resumable.js';
 import { inScope } from '../../uploads/tokens.js';
 import type { AppContext } from '../context.js';
 import { CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS, CorsPolicy } from '../cors.js';
-import { currentClient, TUS_PATH, TusError, tusContext } from './tus.js';
+import { currentClient, TUS_PATH, TusError, tusContext } from './tus-context.js';
 
 // Loaded on the first tus request (see tus.ts): @tus/server and what it pulls
 // in (OpenTelemetry API, debug, ...) cost memory that a gateway whose clients

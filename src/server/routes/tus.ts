@@ -1,48 +1,14 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { getHashes } from 'node:crypto';
 import type { Server } from '@tus/server';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { ResolvedClient } from '../../config/load.js';
 import { AppError, ErrorCode } from '../../errors.js';
 import type { BodyChecksum, ResumableEngine } from '../../uploads/resumable.js';
 import { PgAdvisoryLocks, UploadLocker } from '../../uploads/upload-locks.js';
 import { textSchema } from '../../validate.js';
 import type { AppContext } from '../context.js';
 import { settleUnreadBody } from '../request-body.js';
-
-/** What a tus request carries into the datastore: who asks, and the PATCH's Upload-Checksum. */
-interface TusRequestContext {
-  client: ResolvedClient | undefined;
-  checksum: BodyChecksum | undefined;
-  requestId: string;
-  /** Aborts when the PATCH body stops arriving. */
-  signal: AbortSignal | undefined;
-}
-
-/** The calling client and checksum, for the datastore (set around each tus.handle call). */
-export const tusContext = new AsyncLocalStorage<TusRequestContext>();
-
-/** Upload-Checksum algorithms we verify (tus checksum extension). */
-export const TUS_CHECKSUM_ALGORITHMS = ['sha1', 'sha256', 'md5'].filter((a) => getHashes().includes(a));
-
-export const TUS_PATH = '/tus';
+import { TUS_CHECKSUM_ALGORITHMS, TUS_PATH, TusError, tusContext } from './tus-context.js';
 
 const tusIdParams = { type: 'object', properties: { '*': textSchema({ maxLength: 128 }) } } as const;
-
-export class TusError extends Error {
-  constructor(
-    readonly status_code: number,
-    readonly body: string,
-  ) {
-    super(body);
-  }
-}
-
-export function currentClient(): ResolvedClient {
-  const client = tusContext.getStore()?.client;
-  if (!client) throw new TusError(401, 'Unauthorized\n');
-  return client;
-}
 
 function parseUploadChecksum(value: string | undefined): BodyChecksum | undefined {
   if (value === undefined) return undefined;
