@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnBin } from './helpers/bin.js';
 import { MiB, random } from './helpers/resumable.js';
-import { ADMIN_TOKEN, startTestServer } from './helpers/server.js';
+import { startTestServer, sweepUntil } from './helpers/server.js';
 import { type Acknowledged, assertNothingAcknowledgedLost, assertRecordsTellTheTruth } from './helpers/truth.js';
 
 interface RunJson {
@@ -14,17 +14,6 @@ interface RunJson {
   status: string;
   error_code: string | null;
   path: string;
-}
-
-/** Poll `check` until it returns a value, sweeping in between; bounded. */
-async function sweepUntil<T>(url: string, check: () => Promise<T | undefined>, what: string): Promise<T> {
-  for (let i = 0; i < 120; i++) {
-    await fetch(`${url}/api/admin/sweep`, { method: 'POST', headers: { 'x-admin-token': ADMIN_TOKEN } });
-    const got = await check();
-    if (got !== undefined) return got;
-    await sleep(500);
-  }
-  throw new Error(`gave up waiting for ${what}`);
 }
 
 /**

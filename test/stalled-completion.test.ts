@@ -13,24 +13,13 @@ import { openDatabase } from '../src/db/index.js';
 import { spawnBin } from './helpers/bin.js';
 import { pgSkip } from './helpers/pg.js';
 import { chunkOf, complete, composite, download, init, MiB, random, sendChunk, status } from './helpers/resumable.js';
-import { ADMIN_TOKEN, type DbKind, startTestServer, type TestServer } from './helpers/server.js';
+import { type DbKind, startTestServer, sweepUntil, type TestServer } from './helpers/server.js';
 import { assertNothingAcknowledgedLost, assertRecordsTellTheTruth, type Store } from './helpers/truth.js';
 
 const SWEEPING = { uploads: { heartbeat_seconds: 1 }, retention: { enabled: true, ttl_days: 30, sweep_interval_minutes: 60 } };
 
 /** The same test server, reached at another gateway's URL. */
 const at = (t: TestServer, url: string): TestServer => ({ ...t, url });
-
-/** Poll `check` until it returns a value, sweeping in between; bounded by count, not by time. */
-async function sweepUntil<T>(url: string, check: () => Promise<T | undefined>, what: string): Promise<T> {
-  for (let i = 0; i < 120; i++) {
-    await fetch(`${url}/api/admin/sweep`, { method: 'POST', headers: { 'x-admin-token': ADMIN_TOKEN } });
-    const got = await check();
-    if (got !== undefined) return got;
-    await sleep(500);
-  }
-  throw new Error(`gave up waiting for ${what}`);
-}
 
 async function until<T>(check: () => Promise<T | undefined>, what: string): Promise<T> {
   for (let i = 0; i < 600; i++) {

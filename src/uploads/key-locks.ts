@@ -1,3 +1,5 @@
+import { Waiters } from './waiters.js';
+
 /**
  * Locks shared by every gateway on one database (PostgreSQL advisory locks,
  * see PgAdvisoryLocks), as KeyLocks uses them.
@@ -29,13 +31,13 @@ const SHARED_POLL_MS = 100;
  */
 export class KeyLocks {
   private readonly tails = new Map<string, Promise<void>>();
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly waiters = new Waiters();
 
   constructor(
     private readonly shared?: SharedLocks,
     private readonly onSharedUnavailable?: (err: unknown) => void,
   ) {
-    shared?.onUnlocked((id) => this.wake(id));
+    shared?.onUnlocked((id) => this.waiters.wake(id));
   }
 
   /** Wait for the key; resolves with the function that releases it (idempotent). */
@@ -75,35 +77,11 @@ export class KeyLocks {
   private async takeShared(id: string): Promise<boolean> {
     const shared = this.shared as SharedLocks;
     try {
-      while (!(await shared.tryLock(id))) await this.waitFor(id);
+      while (!(await shared.tryLock(id))) await this.waiters.wait(id, SHARED_POLL_MS);
       return true;
     } catch (err) {
       this.onSharedUnavailable?.(err);
       return false;
     }
-  }
-
-  private waitFor(id: string): Promise<void> {
-    return new Promise<void>((resolve) => {
-      let set = this.waiters.get(id);
-      if (!set) {
-        set = new Set();
-        this.waiters.set(id, set);
-      }
-      const done = (): void => {
-        clearTimeout(timer);
-        set.delete(done);
-        if (set.size === 0 && this.waiters.get(id) === set) this.waiters.delete(id);
-        resolve();
-      };
-      const timer = setTimeout(done, SHARED_POLL_MS);
-      set.add(done);
-    });
-  }
-
-  private wake(id: string): void {
-    const set = this.waiters.get(id);
-    if (!set) return;
-    for (const fn of [...set]) fn();
   }
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Lock, Locker, RequestRelease } from '@tus/server';
 import type pg from 'pg';
 import { AppError, ErrorCode } from '../errors.js';
+import { Waiters } from './waiters.js';
 
 /**
  * Exclusive access to one resumable upload for the length of a request, so
@@ -19,7 +20,7 @@ import { AppError, ErrorCode } from '../errors.js';
  */
 export class UploadLocker implements Locker {
   private readonly holders = new Map<string, { release: RequestRelease; asked: boolean }>();
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly waiters = new Waiters();
 
   constructor(
     private readonly shared: PgAdvisoryLocks | undefined,
@@ -83,10 +84,7 @@ export class UploadLocker implements Locker {
   }
 
   private wake(id: string): void {
-    const w = this.waiters.get(id);
-    if (!w) return;
-    this.waiters.delete(id);
-    for (const fn of w) fn();
+    this.waiters.wake(id);
   }
 
   /** Ask this gateway's holder of `id` (if any) to finish; once per holder unless `force`. */
@@ -106,22 +104,7 @@ export class UploadLocker implements Locker {
     if (left <= 0) {
       throw new AppError(ErrorCode.CONFLICT, 'another request is writing this upload; retry (HEAD tells the offset)');
     }
-    await new Promise<void>((resolve) => {
-      let set = this.waiters.get(id);
-      if (!set) {
-        set = new Set();
-        this.waiters.set(id, set);
-      }
-      const done = (): void => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        set.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, Math.min(pollMs, left));
-      signal.addEventListener('abort', done, { once: true });
-      set.add(done);
-    });
+    await this.waiters.wait(id, Math.min(pollMs, left), signal);
   }
 }
 

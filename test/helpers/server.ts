@@ -52,6 +52,17 @@ export function newKey(): string {
 
 export const ADMIN_TOKEN = 'admin-token-for-tests-0123456789';
 
+/** Poll `check` until it returns a value, asking the gateway at `url` to sweep in between; bounded by count, not by time. */
+export async function sweepUntil<T>(url: string, check: () => Promise<T | undefined>, what: string): Promise<T> {
+  for (let i = 0; i < 120; i++) {
+    await fetch(`${url}/api/admin/sweep`, { method: 'POST', headers: { 'x-admin-token': ADMIN_TOKEN } });
+    const got = await check();
+    if (got !== undefined) return got;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const backend = opts.backend ?? 'fs';
   const dir = mkdtempSync(path.join(os.tmpdir(), 's3up-test-'));
