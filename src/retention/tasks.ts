@@ -2,7 +2,7 @@ import type { SweepTask } from './sweeper.js';
 
 /** What the sweeper needs from the resumable-upload engine, structurally. */
 export interface ExpiringSessions {
-  sweepExpired(now?: number): Promise<{ expired: number; cleaned: number; pending: number; deleted: number }>;
+  sweepExpired(now?: number): Promise<{ expired: number; cleaned: number; pending: number; deleted: number; settled: number }>;
   countDue(now?: number): Promise<{ expired: number; pending: number }>;
 }
 
@@ -22,7 +22,9 @@ export function expiredSessionsTask(engine: ExpiringSessions): SweepTask {
       const r = await engine.sweepExpired(now);
       return {
         removed: r.expired,
-        items: [`expired ${r.expired}, store parts cleaned ${r.cleaned}, cleanup pending ${r.pending}, old sessions deleted ${r.deleted}`],
+        items: [
+          `expired ${r.expired}, store parts cleaned ${r.cleaned}, cleanup pending ${r.pending}, old sessions deleted ${r.deleted}, stalled completions settled ${r.settled}`,
+        ],
       };
     },
   };

@@ -150,12 +150,13 @@ export async function createGateway(config: ResolvedConfig, opts: { logger?: Log
   const engine = new ResumableEngine(db.db, pipeline, {
     sessionTtlMs: config.raw.uploads.session_ttl_hours * 3600 * 1000,
     sweepIntervalMs: config.raw.uploads.sweep_interval_seconds * 1000,
+    heartbeatMs: config.raw.uploads.heartbeat_seconds * 1000,
     logger,
   });
   const direct = new DirectUploads(db.db, pipeline, signingSecret(config), config.raw.uploads.direct_url_ttl_seconds);
   const sweeper = createSweeper({ config, db: db.db, storage: store, logger, instanceId, metrics });
   sweeper.addTask(expiredSessionsTask(engine));
-  sweeper.addTask(orphanedRunsTask({ pipeline, direct, sessions: engine, clients: config.clients, heartbeatMs: config.raw.uploads.heartbeat_seconds * 1000 }));
+  sweeper.addTask(orphanedRunsTask({ pipeline, direct, clients: config.clients, heartbeatMs: config.raw.uploads.heartbeat_seconds * 1000 }));
   let released: Promise<void> | undefined;
   const release = (): Promise<void> => {
     released ??= (async () => {

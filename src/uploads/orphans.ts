@@ -18,9 +18,6 @@ import type { Run } from './runs.js';
  *   row describes (size and SHA-256 read from the store) is this upload,
  *   published before its record could be written: the run succeeds with that
  *   row. Otherwise the run fails. Runs this gateway still holds are skipped.
- * - A resumable upload left `completing` by a gateway that stopped (or by
- *   this one, when the database went away) is settled by the engine, from its
- *   run and the store.
  * - A queued direct upload whose URL expired is settled from the store, once
  *   it has had as long again as its URL lived: the store checks a presigned
  *   URL when a request starts, so an upload begun just before expiry may
@@ -29,8 +26,6 @@ import type { Run } from './runs.js';
 export function orphanedRunsTask(deps: {
   pipeline: UploadPipeline;
   direct: DirectUploads;
-  /** Resumable uploads whose completion stalled (the engine settles them; see settleStalledCompletions). */
-  sessions: { settleStalledCompletions(aliveSince: number, now?: number): Promise<number> };
   clients: readonly ResolvedClient[];
   heartbeatMs: number;
 }): SweepTask {
@@ -57,7 +52,6 @@ export function orphanedRunsTask(deps: {
           // Settled meanwhile by someone else (INVALID_TRANSITION), or the store is down: the next sweep retries.
         }
       }
-      settled += await deps.sessions.settleStalledCompletions(now - 3 * deps.heartbeatMs, now);
       // The temp files those uploads were writing (filesystem store).
       let temps = 0;
       const storage = deps.pipeline.storage;

@@ -166,11 +166,15 @@ export interface SweepResult {
   cleaned: number;
   pending: number;
   deleted: number;
+  /** Completions a stopped gateway left unfinished, settled (see settleStalledCompletions). */
+  settled: number;
 }
 
 export interface EngineOptions {
   sessionTtlMs: number;
   sweepIntervalMs: number;
+  /** The gateways' heartbeat interval: a completion whose gateway missed three heartbeats is settled by a sweep. */
+  heartbeatMs?: number | undefined;
   logger?: Logger | undefined;
 }
 
@@ -588,6 +592,7 @@ export class ResumableEngine {
     }
     // While this gateway completes it, the session is held here; should it die, its run names it (see settleStalledCompletions).
     this.completingHere.add(s.session_id);
+    let published = false;
     try {
       await this.pipeline.runs.own(s.run_id, this.pipeline.owner, now);
       const parts = await this.parts(s.session_id);
@@ -624,6 +629,7 @@ export class ResumableEngine {
       try {
         if (s.total_chunks === 0) {
           await this.storage.put(s.object_key, Readable.from([]), { contentType: s.content_type ?? undefined });
+          published = true;
           await this.mp.abort(s.object_key, s.store_upload_id).catch(() => false);
         } else {
           await this.mp.complete(
@@ -631,6 +637,7 @@ export class ResumableEngine {
             s.store_upload_id,
             ordered.map((p) => ({ partNumber: p.part_number, etag: p.etag, size: p.size })),
           );
+          published = true;
         }
         const object = objectOf(s, total, sha256, composite);
         try {
@@ -650,7 +657,9 @@ export class ResumableEngine {
       const done = await this.owned(client, sessionId);
       return this.resultOf(done);
     } catch (err) {
-      await this.reopen(s);
+      // Not published: the client may complete again. Published (the session row could not follow):
+      // it stays claimed, and a sweep completes it from its run or the store, never assembling twice.
+      if (!published) await this.reopen(s);
       throw err;
     } finally {
       this.completingHere.delete(s.session_id);
@@ -705,7 +714,7 @@ export class ResumableEngine {
    *   parts are still in the store, so the client's next complete assembles it
    *   (an expired one is then expired by the next sweep);
    * - its run was settled another way (failed): the session is aborted with it.
-   * Returns how many sessions were settled.
+   * Called by sweepExpired; returns how many sessions were settled.
    */
   async settleStalledCompletions(aliveSince: number, now = Date.now()): Promise<number> {
     const own = this.pipeline.owner;
@@ -726,7 +735,8 @@ export class ResumableEngine {
       .execute();
     let settled = 0;
     for (const s of stalled) {
-      if (this.completingHere.has(s.session_id)) continue;
+      // Completing here, or its record owed by this gateway (settled when the database answers).
+      if (this.completingHere.has(s.session_id) || this.pipeline.holds(s.run_id)) continue;
       try {
         const outcome = await this.settleStalled(s, now);
         if (outcome === 'skipped') continue;
@@ -846,7 +856,9 @@ export class ResumableEngine {
    */
   sweepExpired(now = Date.now()): Promise<SweepResult> {
     const run = async (): Promise<SweepResult> => {
-      const result: SweepResult = { expired: 0, cleaned: 0, pending: 0, deleted: 0 };
+      const result: SweepResult = { expired: 0, cleaned: 0, pending: 0, deleted: 0, settled: 0 };
+      // First the stalled completions: one reopened here may be expired below.
+      if (this.opts.heartbeatMs !== undefined) result.settled = await this.settleStalledCompletions(now - 3 * this.opts.heartbeatMs, now);
       const due = await this.db.selectFrom('upload_sessions').selectAll().where('status', '=', 'active').where('expires_at', '<=', now).limit(200).execute();
       for (const s of due) {
         const claimed = await this.db
